@@ -1,0 +1,192 @@
+"""How plans, results and status look: aligned text grouped by interface, or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from nodenetd.config.model import Origin
+from nodenetd.tuning.journal import Journal
+from nodenetd.tuning.kinds.sysctl import sysctl_key
+from nodenetd.tuning.plan import Change, InSync, Item, Plan, Skip
+from nodenetd.tuning.restore import RestoreReport
+
+
+def show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def setting_name(item: Item) -> str:
+    if item.kind == "sysctl":
+        return f"sysctl {sysctl_key(item.target, item.key).display}"
+    return f"{item.kind}.{item.key}"
+
+
+def origin_json(origin: Origin) -> dict[str, Any]:
+    pos = origin.position
+    return {
+        "profile": origin.profile,
+        "rule": origin.rule,
+        "file": pos.file if pos else None,
+        "line": pos.line if pos else None,
+    }
+
+
+def item_json(item: Item) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "kind": item.kind,
+        "device": item.target.device,
+        "setting": item.key,
+        "why": origin_json(item.why),
+    }
+    if isinstance(item, Change):
+        data |= {"current": item.current, "desired": item.desired}
+    elif isinstance(item, Skip):
+        data |= {"desired": item.desired, "reason": item.reason}
+    elif isinstance(item, InSync):
+        data |= {"value": item.value}
+    return data
+
+
+def _table(rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+        lines.append(f"{indent}{cells}  {row[-1]}".rstrip())
+    return lines
+
+
+def _grouped(items: Iterable[Item]) -> dict[str, list[Item]]:
+    groups: dict[str, list[Item]] = {}
+    for item in items:
+        groups.setdefault(item.target.device or "(node)", []).append(item)
+    return dict(sorted(groups.items(), key=lambda g: (g[0] != "(node)", g[0])))
+
+
+def plan_text(plan: Plan, profiles: Iterable[str]) -> str:
+    header = (
+        f"profiles: {', '.join(profiles)}; {len(plan.managed)} managed interface(s); "
+        f"{len(plan.changes)} to change, {len(plan.skipped)} skipped, {len(plan.in_sync)} in sync"
+    )
+    lines = [header]
+    if not plan.changes:
+        lines.append("Nothing to change: the node matches its profiles.")
+    for device, items in _grouped(plan.changes).items():
+        lines.append(f"\n{device}")
+        rows = [
+            (setting_name(c), show(c.current), "->", show(c.desired), f"# {c.why}")
+            for c in items
+            if isinstance(c, Change)
+        ]
+        lines += _table(rows)
+    if plan.skipped:
+        lines.append("\nskipped (the kernel or driver cannot do these):")
+        rows = [(s.target.device or "(node)", setting_name(s), s.reason) for s in plan.skipped]
+        lines += _table(rows)
+    return "\n".join(lines)
+
+
+def plan_json(plan: Plan, profiles: Iterable[str]) -> dict[str, Any]:
+    return {
+        "profiles": list(profiles),
+        "changes": [item_json(c) for c in plan.changes],
+        "skipped": [item_json(s) for s in plan.skipped],
+        "in_sync": len(plan.in_sync),
+        "managed": plan.managed,
+    }
+
+
+def journal_json(journal: Journal) -> dict[str, Any]:
+    return {
+        "path": str(journal.path),
+        "originals": [
+            {"kind": o.kind, "device": o.device, "setting": o.key, "original": o.value}
+            for o in journal.originals.values()
+        ],
+        "pending": None
+        if journal.pending is None
+        else {"pid": journal.pending.pid, "settings": len(journal.pending.before)},
+    }
+
+
+def status_json(plan: Plan, journal: Journal, profiles: Iterable[str]) -> dict[str, Any]:
+    interfaces: dict[str, Any] = {}
+    for device, rules in plan.managed.items():
+        interfaces[device] = {"rules": rules, "settings": []}
+    node: list[dict[str, Any]] = []
+    for state, items in (("in-sync", plan.in_sync), ("drifted", plan.changes),
+                         ("unsupported", plan.skipped)):
+        for item in items:
+            entry = item_json(item) | {"state": state}
+            if item.target.device in interfaces:
+                interfaces[item.target.device]["settings"].append(entry)
+            else:
+                node.append(entry)
+    return {
+        "profiles": list(profiles),
+        "converged": not plan.changes,
+        "node": node,
+        "interfaces": interfaces,
+        "journal": journal_json(journal),
+    }
+
+
+def status_text(status: dict[str, Any]) -> str:
+    lines = [
+        f"profiles: {', '.join(status['profiles'])}",
+        f"state: {'converged' if status['converged'] else 'DRIFTED'}",
+    ]
+
+    def settings_rows(entries: list[dict[str, Any]]) -> list[str]:
+        rows = []
+        for e in entries:
+            value = e.get("value", e.get("current"))
+            detail = show(value)
+            if e["state"] == "drifted":
+                detail = f"{show(e['current'])} (want {show(e['desired'])})"
+            elif e["state"] == "unsupported":
+                detail = e["reason"]
+            rows.append((f"{e['kind']}.{e['setting']}", e["state"], detail))
+        return _table(rows, "    ") if rows else []
+
+    if status["node"]:
+        lines.append("\nnode")
+        lines += settings_rows(status["node"])
+    for device, data in sorted(status["interfaces"].items()):
+        lines.append(f"\n{device}  ({'; '.join(data['rules'])})")
+        lines += settings_rows(data["settings"])
+    journal = status["journal"]
+    lines.append(f"\njournal {journal['path']}: {len(journal['originals'])} original(s) held")
+    if journal["pending"]:
+        lines.append(f"  INTERRUPTED apply by pid {journal['pending']['pid']}: "
+                     "run 'nodenetctl restore' or 'nodenetctl apply' to undo it")
+    return "\n".join(lines)
+
+
+def restore_json(report: RestoreReport) -> dict[str, Any]:
+    def entries(originals):
+        return [{"kind": o.kind, "device": o.device, "setting": o.key, "value": o.value}
+                for o in originals]
+
+    return {"restored": entries(report.restored), "gone": entries(report.gone),
+            "failed": report.failed}
+
+
+def restore_text(report: RestoreReport) -> str:
+    lines = [f"restored {len(report.restored)} setting(s)"]
+    for o in report.restored:
+        lines.append(f"  {o.device or '(node)'} {o.kind}.{o.key} -> {show(o.value)}")
+    if report.gone:
+        lines.append(f"forgot {len(report.gone)} setting(s) of interfaces that are gone")
+    if report.failed:
+        lines.append("FAILED to restore (kept in the journal):")
+        lines += [f"  {f}" for f in report.failed]
+    return "\n".join(lines)
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str)

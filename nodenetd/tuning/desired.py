@@ -1,0 +1,69 @@
+"""Bind a resolved profile to the interfaces that exist now: the desired state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from nodenetd.config.model import InterfaceRule, ResolvedProfile, Wanted
+from nodenetd.config.selectors import matches
+from nodenetd.kernel.links import Link, LinkFacts
+from nodenetd.tuning.plan import Target
+
+
+@dataclass
+class BoundInterface:
+    """The settings one interface should have, and which rules asked for them."""
+
+    link: Link
+    rules: list[str] = field(default_factory=list)
+    settings: dict[str, dict[str, Wanted]] = field(default_factory=dict)
+
+    @property
+    def target(self) -> Target:
+        return Target(self.link.name, self.link.index)
+
+
+@dataclass
+class Desired:
+    sysctls: dict[str, Wanted]
+    interfaces: dict[str, BoundInterface]
+
+    def items(self) -> Iterator[tuple[str, Target, str, Wanted]]:
+        """(kind, target, key, wanted) for every setting, global sysctls first."""
+        node = Target()
+        for key, wanted in self.sysctls.items():
+            yield "sysctl", node, key, wanted
+        for bound in self.interfaces.values():
+            for kind, keys in bound.settings.items():
+                for key, wanted in keys.items():
+                    yield kind, bound.target, key, wanted
+
+
+def _selects_loopback(rule: InterfaceRule) -> bool:
+    """Loopback is tuned only when a rule names it: a match-everything rule skips 'lo'."""
+    return "loopback" in rule.selector.kinds or "lo" in rule.selector.names
+
+
+def bind_interface(rules: list[InterfaceRule], link: Link) -> BoundInterface | None:
+    """Fold every matching rule, in order, into one interface's settings."""
+    facts = LinkFacts(link)
+    bound = BoundInterface(link)
+    for rule in rules:
+        if link.loopback and not _selects_loopback(rule):
+            continue
+        if not matches(rule.selector, facts):
+            continue
+        bound.rules.append(str(rule.origin) if rule.origin else rule.name)
+        for kind, keys in rule.settings.items():
+            bound.settings.setdefault(kind, {}).update(keys)
+    return bound if bound.rules else None
+
+
+def bind(resolved: ResolvedProfile, links: Mapping[str, Link]) -> Desired:
+    interfaces = {}
+    for name, link in sorted(links.items()):
+        bound = bind_interface(resolved.rules, link)
+        if bound is not None:
+            interfaces[name] = bound
+    return Desired(dict(resolved.sysctls), interfaces)

@@ -1,0 +1,37 @@
+"""Setting kinds, in the order a transaction applies them.
+
+Global sysctls first (independent of any device); then per interface: queue counts before
+ring sizes and offloads that depend on them, coalescing, offload features, link attributes
+(an MTU change can reset the device), and per-interface sysctls last.
+"""
+
+from __future__ import annotations
+
+from nodenetd.tuning.kind import SettingKind
+from nodenetd.tuning.kinds.channels import ChannelsKind
+from nodenetd.tuning.kinds.coalesce import CoalesceKind
+from nodenetd.tuning.kinds.features import FeaturesKind
+from nodenetd.tuning.kinds.link import LinkKind
+from nodenetd.tuning.kinds.rings import RingsKind
+from nodenetd.tuning.kinds.sysctl import SysctlKind
+
+KINDS: dict[str, SettingKind] = {
+    kind.name: kind
+    for kind in (
+        SysctlKind(),
+        ChannelsKind(),
+        RingsKind(),
+        CoalesceKind(),
+        FeaturesKind(),
+        LinkKind(),
+    )
+}
+
+APPLY_ORDER: tuple[str, ...] = ("channels", "rings", "coalesce", "features", "link", "sysctl")
+
+
+def order_of(kind: str, device: str | None) -> int:
+    """Global sysctls go first; per-interface kinds follow APPLY_ORDER."""
+    if kind == "sysctl" and device is None:
+        return -1
+    return APPLY_ORDER.index(kind)

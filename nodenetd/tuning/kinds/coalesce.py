@@ -1,0 +1,26 @@
+"""Interrupt coalescing (``ethtool -C``): adaptive modes, usecs and frame counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nodenetd.errors import Unsupported
+from nodenetd.tuning.kind import SettingKind
+from nodenetd.tuning.plan import Target
+from nodenetd.tuning.session import KernelSession
+
+
+class CoalesceKind(SettingKind):
+    name = "coalesce"
+
+    def current(self, session: KernelSession, target: Target, key: str) -> int | bool:
+        params = session.cached(self.name, session.ethtool.dump_coalesce).get(target.ifindex)
+        if params is None:
+            raise Unsupported(str(target), "coalesce", "the driver does not support coalescing")
+        if key not in params:
+            raise Unsupported(str(target), f"coalesce.{key}", "the driver does not report it")
+        return params[key]
+
+    def apply(self, session: KernelSession, target: Target, values: Mapping[str, Any]) -> None:
+        session.ethtool.set_coalesce(target.ifindex, target.device, values)

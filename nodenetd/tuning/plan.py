@@ -1,0 +1,65 @@
+"""What a plan is made of: changes to make, settings skipped with a reason, settings in sync."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodenetd.config.model import Origin
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a setting belongs to: an interface (name and ifindex), or the node (None)."""
+
+    device: str | None = None
+    ifindex: int | None = None
+
+    def __str__(self) -> str:
+        return self.device or "(node)"
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str  # setting kind: sysctl, link, features, channels, rings, coalesce
+    target: Target
+    key: str  # the setting within the kind: "mtu", "rx-gro", "net.ipv4.tcp_rmem"
+    why: Origin
+
+    @property
+    def id(self) -> str:
+        """Stable identity of the setting, used as the journal key."""
+        return f"{self.kind}/{self.target.device or '-'}/{self.key}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.target} {self.kind}.{self.key}" if self.target.device else self.key
+
+
+@dataclass(frozen=True)
+class Change(Item):
+    current: Any
+    desired: Any
+
+
+@dataclass(frozen=True)
+class Skip(Item):
+    desired: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class InSync(Item):
+    value: Any
+
+
+@dataclass
+class Plan:
+    changes: list[Change] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    in_sync: list[InSync] = field(default_factory=list)
+    managed: dict[str, list[str]] = field(default_factory=dict)  # device -> rule labels
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, the host lane (unit + network-namespace tests), then the
+# kernel lab lane (tests marked `kernel`, in a VM booted from Debian's stock kernel).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+status=0
+echo "== ruff"
+.venv/bin/ruff check nodenetd tests bench scripts || status=1
+echo "== host lane: pytest -m 'not kernel'"
+.venv/bin/python -m pytest -m "not kernel" "$@"
+rc=$?
+# pytest exits 5 when it collected nothing: that is not a pass.
+((rc == 0)) || status=1
+if [[ -f tests/kernel_lab/run.py ]]; then
+    echo "== kernel lab lane"
+    .venv/bin/python -m tests.kernel_lab.run || status=1
+fi
+exit $status

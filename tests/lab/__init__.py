@@ -1,0 +1,1 @@
+"""The namespace lab: throwaway network namespaces with veth 'NICs' for tests and the demo."""
