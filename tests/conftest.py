@@ -56,18 +56,33 @@ def _kernel_skip_reason() -> str | None:
     )
 
 
+def _lab_out() -> Path | None:
+    out = os.environ.get(KERNEL_LAB_OUT_ENV)
+    return Path(out) if out and os.environ.get(KERNEL_LAB_ENV) == "vm" else None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """In the lab VM, SIGUSR1 dumps every thread's stack to a shared file.
 
     The guest runner sends it before interrupting a run that outlived its budget, so a hung
     test shows where it hung even if the interrupt itself cannot get through.
     """
-    out = os.environ.get(KERNEL_LAB_OUT_ENV)
-    if out and os.environ.get(KERNEL_LAB_ENV) == "vm":
-        stacks = (Path(out) / "stacks.txt").open("w")
+    if out := _lab_out():
+        stacks = (out / "stacks.txt").open("w")
         config.stash[_STACKS_KEY] = stacks
         faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
 
+
+def pytest_runtest_logstart(nodeid: str) -> None:
+    """In the lab VM, name the running test in a shared file: if the guest hangs or crashes,
+    the runner on the host can still say which test it was."""
+    if out := _lab_out():
+        (out / "current-test.txt").write_text(nodeid)
+
+
+def pytest_runtest_logfinish(nodeid: str) -> None:
+    if out := _lab_out():
+        (out / "current-test.txt").write_text("")
 
 
 @pytest.fixture

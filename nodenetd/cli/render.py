@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from nodenetd.config.model import Origin
-from nodenetd.tuning.journal import Journal
+from nodenetd.tuning.journal import Journal, Original
 from nodenetd.tuning.kinds.sysctl import sysctl_key
 from nodenetd.tuning.plan import Change, InSync, Item, Plan, Skip
 from nodenetd.tuning.restore import RestoreReport
@@ -19,7 +19,8 @@ def show(value: Any) -> str:
     return str(value)
 
 
-def setting_name(item: Item) -> str:
+def setting_name(item: Item | Original) -> str:
+    """How a person reads a setting: 'link.mtu', or the concrete sysctl key for an interface."""
     if item.kind == "sysctl":
         return f"sysctl {sysctl_key(item.target, item.key).display}"
     return f"{item.kind}.{item.key}"
@@ -40,6 +41,7 @@ def item_json(item: Item) -> dict[str, Any]:
         "kind": item.kind,
         "device": item.target.device,
         "setting": item.key,
+        "name": setting_name(item),
         "why": origin_json(item.why),
     }
     if isinstance(item, Change):
@@ -129,6 +131,7 @@ def status_json(plan: Plan, journal: Journal, profiles: Iterable[str]) -> dict[s
     return {
         "profiles": list(profiles),
         "converged": not plan.changes,
+        "differing": len(plan.changes),
         "node": node,
         "interfaces": interfaces,
         "journal": journal_json(journal),
@@ -138,7 +141,8 @@ def status_json(plan: Plan, journal: Journal, profiles: Iterable[str]) -> dict[s
 def status_text(status: dict[str, Any]) -> str:
     lines = [
         f"profiles: {', '.join(status['profiles'])}",
-        f"state: {'converged' if status['converged'] else 'DRIFTED'}",
+        "state: " + ("converged" if status["converged"] else
+                     f"NOT converged: {status['differing']} setting(s) differ from the profiles"),
     ]
 
     def settings_rows(entries: list[dict[str, Any]]) -> list[str]:
@@ -150,7 +154,7 @@ def status_text(status: dict[str, Any]) -> str:
                 detail = f"{show(e['current'])} (want {show(e['desired'])})"
             elif e["state"] == "unsupported":
                 detail = e["reason"]
-            rows.append((f"{e['kind']}.{e['setting']}", e["state"], detail))
+            rows.append((e["name"], e["state"], detail))
         return _table(rows, "    ") if rows else []
 
     if status["node"]:
@@ -179,7 +183,7 @@ def restore_json(report: RestoreReport) -> dict[str, Any]:
 def restore_text(report: RestoreReport) -> str:
     lines = [f"restored {len(report.restored)} setting(s)"]
     for o in report.restored:
-        lines.append(f"  {o.device or '(node)'} {o.kind}.{o.key} -> {show(o.value)}")
+        lines.append(f"  {o.device or '(node)'} {setting_name(o)} -> {show(o.value)}")
     if report.gone:
         lines.append(f"forgot {len(report.gone)} setting(s) of interfaces that are gone")
     if report.failed:

@@ -36,8 +36,8 @@ from nodenetd.config.yamlload import YDict, YList, format_path, locate
 from nodenetd.errors import ConfigIssue, SourcePosition
 
 __all__ = [
-    "NODE_SCHEMA",
     "NODE_ONLY_KEYS",
+    "NODE_SCHEMA",
     "PROFILE_NAME_RE",
     "PROFILE_SCHEMA",
     "SysctlValueError",
@@ -226,6 +226,10 @@ def _describe(schema: Any) -> str:
     if kind == "string":
         return "a non-empty string" if schema.get("minLength") else "a string"
     if kind == "array":
+        item = _describe(schema["items"]) if "items" in schema else ""
+        for article in ("a ", "an "):
+            if item.startswith(article) and " or " not in item:
+                return f"a list of {item.removeprefix(article)}s"
         return "a list"
     if kind == "object":
         return "a mapping"
@@ -267,7 +271,7 @@ def _words_in(schema: Any) -> list[str]:
     words = [v for v in schema.get("enum", ()) if isinstance(v, str)]
     if isinstance(schema.get("const"), str):
         words.append(schema["const"])
-    for alt in schema.get("anyOf", ()) + schema.get("oneOf", ()):
+    for alt in [*schema.get("anyOf", ()), *schema.get("oneOf", ())]:
         words += _words_in(alt)
     if "items" in schema:
         words += _words_in(schema["items"])
@@ -276,7 +280,10 @@ def _words_in(schema: Any) -> list[str]:
 
 _UNKNOWN_KEY_CONTEXT: dict[str, tuple[str, str | None]] = {
     "features": ("unknown feature", "a kernel feature name or ethtool alias"),
-    "coalesce": ("unknown coalesce parameter", None),
+    "coalesce": (
+        "unknown coalesce parameter",
+        "an ethtool -C parameter such as rx-usecs, tx-frames or adaptive-rx",
+    ),
     "rings": ("unknown ring parameter", None),
     "channels": ("unknown channel type", None),
     "match": ("unknown selector field", None),
@@ -320,7 +327,10 @@ def _translate(error: ValidationError, doc: YDict) -> list[ConfigIssue]:
                 continue
             hint = did_you_mean(key, allowed)
             if not path and hint is None:
-                hint = _node_key_hint(key)
+                if key in ("sysctls", "interfaces") and "overrides" in allowed:
+                    hint = f"node-local {key} go under overrides:"
+                else:
+                    hint = _node_key_hint(key)
             issues.append(
                 _issue(locate(doc, (*path, key), key=True), (*path, key), message, expected, hint)
             )
@@ -345,8 +355,18 @@ def _translate(error: ValidationError, doc: YDict) -> list[ConfigIssue]:
     pos = locate(doc, path)
     expected = _describe(error.schema)
     if kind in ("enum", "const"):
-        words = [str(w) for w in (error.validator_value if kind == "enum" else [error.validator_value])]
-        return [_issue(pos, path, f"invalid value {_show(instance)}", expected, did_you_mean(instance, words))]
+        words = [
+            str(w) for w in (error.validator_value if kind == "enum" else [error.validator_value])
+        ]
+        return [
+            _issue(
+                pos,
+                path,
+                f"invalid value {_show(instance)}",
+                expected,
+                did_you_mean(instance, words),
+            )
+        ]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return [_issue(pos, path, f"{_show(instance)} is out of range", expected)]
     if kind == "type":
@@ -388,7 +408,7 @@ def _translate_alternatives(error: ValidationError, doc: YDict) -> list[ConfigIs
 
 def _node_key_hint(key: str) -> str | None:
     hint = did_you_mean(key, NODE_ONLY_KEYS)
-    return f"{hint} (a node config key: a node config needs 'profiles:')" if hint else None
+    return f"{hint} (that key belongs in a node config)" if hint else None
 
 
 def _schema_issues(name: str, doc: YDict, owned: set[PathParts]) -> list[ConfigIssue]:
@@ -463,7 +483,7 @@ def parse_sysctl_value(raw: object) -> SysctlValue:
             what = "a floor (>=)" if op == ">=" else "a ceiling (<=)"
             raise SysctlValueError(
                 f"{what} needs integer fields, but '{text_fields[0]}' is not an integer",
-                "integers after the operator, e.g. \">=4096\" or \">=4096 16384 16777216\"",
+                'integers after the operator, e.g. ">=4096" or ">=4096 16384 16777216"',
                 "write text values (like bbr) without an operator",
             )
     return SysctlValue(op, tuple(int(f) if _INT_RE.match(f) else f for f in fields))  # type: ignore[arg-type]
@@ -504,8 +524,17 @@ def _check_sysctls(
                     key_pos,
                     key_path,
                     "the IF placeholder only works in an interface rule",
-                    "a key without IF here (IF stands for each interface a rule matches)",
+                    "a key without IF here; IF stands for each interface a rule matches",
                     "move it to the sysctls: of an interfaces: rule",
+                )
+            )
+        elif per_interface and f"{key}." in prefixes:
+            issues.append(
+                _issue(
+                    key_pos,
+                    key_path,
+                    "missing the setting after IF",
+                    f"a key such as {key}.{'rp_filter' if '.conf.' in key else 'gc_stale_time'}",
                 )
             )
         elif per_interface and not key.startswith(prefixes):
@@ -516,13 +545,8 @@ def _check_sysctls(
             else:
                 hint = "set other sysctls in the profile's top-level sysctls:"
                 message = "not a per-interface sysctl"
-            issues.append(
-                _issue(key_pos, key_path, message, "a key starting with " + " or ".join(prefixes), hint)
-            )
-        elif per_interface and len(segments) < 5:
-            issues.append(
-                _issue(key_pos, key_path, "missing the setting after IF", f"{prefixes[0]}rp_filter")
-            )
+            expected = "a key starting with " + " or ".join(prefixes)
+            issues.append(_issue(key_pos, key_path, message, expected, hint))
         try:
             parse_sysctl_value(value)
         except SysctlValueError as exc:

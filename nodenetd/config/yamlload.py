@@ -78,6 +78,23 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         super().__init__(stream)
         self.filename = filename
         self.issues: list[ConfigIssue] = []
+        # (mapping, key, first, second): reported after loading, when key paths are known
+        self.duplicates: list[tuple[YDict, str, SourcePosition, SourcePosition]] = []
+
+    def duplicate_issues(self, root: Any) -> list[ConfigIssue]:
+        paths = _container_paths(root)
+        issues = []
+        for mapping, key, first, second in self.duplicates:
+            issues.append(
+                ConfigIssue(
+                    second,
+                    format_path((*paths.get(id(mapping), ()), key)),
+                    f"duplicate key '{key}' (first set at line {first.line})",
+                    expected="each key once per mapping",
+                    hint=f"keep line {first.line} or line {second.line}, not both",
+                )
+            )
+        return issues
 
     def _pos(self, node: yaml.Node) -> SourcePosition:
         mark = node.start_mark
@@ -103,16 +120,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
                 continue
             key = str(key_node.value)
             if key in data and key not in from_merge and id(key_node) in own:
-                first = data.key_pos[key]
-                self.issues.append(
-                    ConfigIssue(
-                        key_pos,
-                        key,
-                        f"duplicate key '{key}' (first set at line {first.line})",
-                        expected="each key once per mapping",
-                        hint=f"remove line {first.line} or line {key_pos.line}",
-                    )
-                )
+                self.duplicates.append((data, key, data.key_pos[key], key_pos))
             if id(key_node) in own:
                 from_merge.discard(key)
             else:
@@ -146,13 +154,14 @@ def load_text(text: str, filename: str) -> YDict:
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
-        raise ConfigError([_syntax_issue(exc, filename)]) from None
+        raise ConfigError([_syntax_issue(exc, filename, text)]) from None
     except yaml.YAMLError as exc:  # pragma: no cover - errors without a mark are rare
         raise ConfigError([ConfigIssue(first, "", f"invalid YAML: {exc}")]) from None
     finally:
         loader.dispose()
-    if loader.issues:
-        raise ConfigError(sorted(loader.issues, key=_issue_order))
+    issues = loader.issues + loader.duplicate_issues(data)
+    if issues:
+        raise ConfigError(sorted(issues, key=_issue_order))
     if data is None:
         raise ConfigError(
             [ConfigIssue(first, "", "file is empty", expected="a YAML mapping of settings")]
@@ -164,7 +173,7 @@ def load_text(text: str, filename: str) -> YDict:
                     first,
                     "",
                     f"the top level is {_kind_of(data)}",
-                    expected="a mapping of settings (key: value lines)",
+                    expected="a mapping of key: value settings",
                 )
             ]
         )
@@ -193,14 +202,15 @@ def load_file(path: str | os.PathLike[str]) -> YDict:
     return load_text(text, name)
 
 
-def _syntax_issue(exc: yaml.MarkedYAMLError, filename: str) -> ConfigIssue:
+def _syntax_issue(exc: yaml.MarkedYAMLError, filename: str, text: str) -> ConfigIssue:
     mark = exc.problem_mark or exc.context_mark
     pos = SourcePosition(filename, mark.line + 1, mark.column + 1) if mark else None
     problem = exc.problem or exc.context or "cannot parse"
     hint = None
     if exc.context and exc.problem and exc.context_mark is not None:
         hint = f"{exc.context} at line {exc.context_mark.line + 1}"
-    if "\t" in problem or "'\\t'" in problem:
+    lines = text.splitlines()
+    if mark and mark.line < len(lines) and "\t" in lines[mark.line][: mark.column + 1]:
         hint = "indent with spaces; YAML does not allow tabs"
     return ConfigIssue(pos, "", f"invalid YAML: {problem}", hint=hint)
 
@@ -216,6 +226,26 @@ def _kind_of(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     return f"a {type(value).__name__}"
+
+
+def _container_paths(root: Any) -> dict[int, tuple[PathPart, ...]]:
+    """id() of every mapping/list in the document -> its key path."""
+    found: dict[int, tuple[PathPart, ...]] = {}
+
+    def walk(node: Any, path: tuple[PathPart, ...]) -> None:
+        if id(node) in found:  # a YAML alias: already walked
+            return
+        if isinstance(node, dict):
+            found[id(node)] = path
+            for key, value in node.items():
+                walk(value, (*path, key))
+        elif isinstance(node, list):
+            found[id(node)] = path
+            for index, value in enumerate(node):
+                walk(value, (*path, index))
+
+    walk(root, ())
+    return found
 
 
 def format_path(parts: Iterable[PathPart]) -> str:

@@ -127,7 +127,9 @@ def _translate(exc: NetlinkError, target: str, setting: str, hint: str = "") -> 
     """Map an rtnetlink errno onto nodenetd's error kinds, keeping target and setting."""
     code = exc.code
     reason = exc.args[1] if len(exc.args) > 1 else str(exc)
-    reason = f"{reason} ({errno.errorcode.get(code, code)})"
+    # ENOTSUP and EOPNOTSUPP share a number on Linux; rtnetlink means the latter.
+    name = "EOPNOTSUPP" if code == errno.EOPNOTSUPP else errno.errorcode.get(code, str(code))
+    reason = f"{reason} ({name})"
     if hint:
         reason = f"{reason}; {hint}"
     if code == errno.EOPNOTSUPP:

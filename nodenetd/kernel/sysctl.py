@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
 
-from nodenetd.kernel.netlink_errors import kernel_error
+from nodenetd.errors import Unsupported
+from nodenetd.kernel.netlink import kernel_error
 
-PROC_SYS = Path("/proc/sys")
-_MISSING = "no such key in this kernel/namespace"
+PROC_SYS = "/proc/sys"
+_MISSING = "no such key in this kernel or network namespace"
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,10 @@ class SysctlKey:
     def display(self) -> str:
         return ".".join(part.replace(".", "/") for part in self.parts)
 
-    @property
-    def path(self) -> Path:
-        return PROC_SYS.joinpath(*self.parts)
+    @cached_property
+    def path(self) -> str:
+        # A plain string: thousands of per-interface keys make pathlib's parsing show up.
+        return "/".join((PROC_SYS, *self.parts))
 
     def __str__(self) -> str:
         return self.display
@@ -50,19 +53,26 @@ def normalize(text: str) -> str:
 def read(key: SysctlKey) -> str:
     """The current value, whitespace-normalised. Missing key -> Unsupported."""
     try:
-        return normalize(key.path.read_text())
+        fd = os.open(key.path, os.O_RDONLY)
+        try:
+            return normalize(os.read(fd, 65536).decode())
+        finally:
+            os.close(fd)
     except FileNotFoundError as exc:
-        raise kernel_error(key.display, "sysctl", errno.ENOENT, _MISSING) from exc
+        raise Unsupported(key.display, "sysctl", _MISSING, errno.ENOENT) from exc
     except OSError as exc:
-        raise kernel_error(key.display, "sysctl", exc.errno, "read failed") from exc
+        raise kernel_error(exc, key.display, "sysctl", "read failed") from exc
 
 
 def write(key: SysctlKey, value: str) -> None:
     """Write one value; the kernel parses it exactly as ``sysctl -w`` would hand it over."""
     try:
-        with open(key.path, "w") as handle:
-            handle.write(value)
+        fd = os.open(key.path, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
     except FileNotFoundError as exc:
-        raise kernel_error(key.display, "sysctl", errno.ENOENT, _MISSING) from exc
+        raise Unsupported(key.display, "sysctl", _MISSING, errno.ENOENT) from exc
     except OSError as exc:
-        raise kernel_error(key.display, "sysctl", exc.errno, f"write {value!r} failed") from exc
+        raise kernel_error(exc, key.display, "sysctl", f"write {value!r} failed") from exc

@@ -4,10 +4,11 @@ crash at any point can be undone (``nodenetctl restore`` or the next apply)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,11 @@ class Original:
     @property
     def target(self) -> Target:
         return Target(self.device, self.ifindex)
+
+    def to_json(self) -> dict[str, Any]:
+        # dataclasses.asdict deep-copies every value: measurably slow at 10k entries.
+        return {"kind": self.kind, "device": self.device, "ifindex": self.ifindex,
+                "key": self.key, "value": self.value, "recorded_at": self.recorded_at}
 
 
 @dataclass
@@ -64,7 +70,10 @@ class Journal:
             self.originals = {k: Original(**v) for k, v in data["originals"].items()}
             if data.get("pending"):
                 p = data["pending"]
-                before = {k: Original(**v) for k, v in p["before"].items()}
+                # Every pending setting has an original (begin records both), which holds
+                # the rest of its identity; the pending record keeps just the value.
+                before = {k: dataclasses.replace(self.originals[k], value=v)
+                          for k, v in p["before"].items()}
                 self.pending = Pending(p["started_at"], p["pid"], before)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise JournalError(
@@ -75,18 +84,18 @@ class Journal:
     def save(self) -> None:
         data = {
             "version": FORMAT_VERSION,
-            "originals": {k: asdict(v) for k, v in sorted(self.originals.items())},
+            "originals": {k: v.to_json() for k, v in sorted(self.originals.items())},
             "pending": None,
         }
         if self.pending is not None:
             data["pending"] = {
                 "started_at": self.pending.started_at,
                 "pid": self.pending.pid,
-                "before": {k: asdict(v) for k, v in self.pending.before.items()},
+                "before": {k: v.value for k, v in self.pending.before.items()},
             }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_atomic(self.path, json.dumps(data, indent=1).encode())
+            write_atomic(self.path, json.dumps(data, separators=(",", ":")).encode())
         except OSError as exc:
             raise JournalError(f"{self.path}: cannot write journal: {exc}") from exc
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from nodenetd.errors import KernelError
 from nodenetd.kernel.links import Link
 from nodenetd.tuning.journal import Journal, Original
 from nodenetd.tuning.plan import Target
 from nodenetd.tuning.session import KernelSession
-from nodenetd.tuning.transaction import group_writes, mismatches, write_all
+from nodenetd.tuning.transaction import expected_of, group_writes, mismatches, write_all
 
 log = logging.getLogger("nodenetd.restore")
 
@@ -22,52 +21,41 @@ class RestoreReport:
     failed: list[str] = field(default_factory=list)
 
 
-def current_target(original: Original, links: dict[str, Link]) -> Target | None:
+def current_target(original: Original, by_index: dict[int, Link]) -> Target | None:
     """Where an original belongs now: the same ifindex, even if the interface was renamed.
     None when the interface is gone (a new link with the old name is someone else's)."""
     if original.device is None:
         return Target()
-    by_index = {link.index: link for link in links.values()}
     link = by_index.get(original.ifindex) if original.ifindex is not None else None
-    if link is None:
-        link = links.get(original.device) if original.ifindex is None else None
     return Target(link.name, link.index) if link else None
 
 
 def restore(session: KernelSession, journal: Journal) -> RestoreReport:
     report = RestoreReport()
-    links = session.links()
+    by_index = {link.index: link for link in session.links().values()}
     placed: list[tuple[Original, Target]] = []
     for original in journal.originals.values():
-        target = current_target(original, links)
+        target = current_target(original, by_index)
         if target is None:
             report.gone.append(original)
         else:
             placed.append((original, target))
     items = [(o.kind, t, o.key, o.value) for o, t in placed]
-    failed_targets: set[tuple[str, Target]] = set()
-
-    def unsupported(write, exc) -> None:
-        failed_targets.add((write[0], write[1]))
-        report.failed.append(str(exc))
-
-    for write in reversed(group_writes(items)):
-        try:
-            write_all(session, [write], unsupported)
-        except KernelError as exc:  # keep restoring the rest; report each failure
-            failed_targets.add((write[0], write[1]))
-            report.failed.append(str(exc))
-    ok_items = [i for i in items if (i[0], i[1]) not in failed_targets]
-    problems = mismatches(session, ok_items)
+    outcome = write_all(session, list(reversed(group_writes(items))), stop_on_failure=False)
+    for (kind, target, values), exc in [*outcome.unsupported, *outcome.failed]:
+        report.failed.append(f"{target} {kind}.{','.join(values)}: {exc.reason}")
+    problems = mismatches(session, expected_of(outcome.done))
     report.failed.extend(text for _, text in problems)
-    bad = {(kind, target, key) for (kind, target, key, _), _ in problems}
+    not_restored = {(kind, target, key) for (kind, target, key, _), _ in problems}
+    done = {(kind, target, key) for kind, target, key, _ in expected_of(outcome.done)}
     for original, target in placed:
-        if (original.kind, target) not in failed_targets and (
-            original.kind, target, original.key) not in bad:
+        key = (original.kind, target, original.key)
+        if key in done and key not in not_restored:
             report.restored.append(original)
-    done = [k for k, o in journal.originals.items() if o in report.restored or o in report.gone]
-    journal.pending = None if not report.failed else journal.pending
-    journal.drop(done)
+    finished = {id(o) for o in report.restored} | {id(o) for o in report.gone}
+    if not report.failed:
+        journal.pending = None
+    journal.drop([k for k, o in journal.originals.items() if id(o) in finished])
     for original in report.gone:
         log.info("dropped %s %s.%s: interface is gone", original.device, original.kind,
                  original.key)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
 from nodenetd.errors import ApplyFailed, KernelError, Unsupported
@@ -34,13 +35,22 @@ class ApplyResult:
 
 
 def group_writes(items: Iterable[Expected]) -> list[Write]:
-    """Batch (kind, target, key, value) into one write per kind and target, in apply order."""
-    groups: dict[tuple[str, Target], dict[str, Any]] = {}
+    """One write per kind and target (or per key, for kinds without multi-key writes),
+    ordered by kind so each kind's writes form one batch."""
+    groups: dict[tuple, dict[str, Any]] = {}
     for kind, target, key, value in items:
-        groups.setdefault((kind, target), {})[key] = value
+        slot = (kind, target) if KINDS[kind].multi_key else (kind, target, key)
+        groups.setdefault(slot, {})[key] = value
     ordered = sorted(groups.items(), key=lambda g: (order_of(g[0][0], g[0][1].device),
                                                     g[0][1].device or ""))
-    return [(kind, target, values) for (kind, target), values in ordered]
+    return [(slot[0], slot[1], values) for slot, values in ordered]
+
+
+@dataclass
+class WriteOutcome:
+    done: list[Write] = field(default_factory=list)
+    unsupported: list[tuple[Write, Unsupported]] = field(default_factory=list)
+    failed: list[tuple[Write, KernelError]] = field(default_factory=list)
 
 
 def _failpoint_stop_after() -> int | None:
@@ -50,25 +60,40 @@ def _failpoint_stop_after() -> int | None:
     return int(value) if value else None
 
 
-def write_all(session: KernelSession, writes: Sequence[Write],
-              on_unsupported: Callable[[Write, Unsupported], None] | None = None) -> list[Write]:
-    """Perform writes in order; return those done. Unsupported goes to ``on_unsupported``
-    when given (skip and continue), every other KernelError propagates."""
-    done: list[Write] = []
-    stop_after = _failpoint_stop_after()
-    for write in writes:
-        if stop_after is not None and len(done) == stop_after:
+def _batches(writes: Sequence[Write], stop_after: int | None) -> Iterable[list[Write]]:
+    """Consecutive writes of one kind form a batch (one pipelined kernel round); the
+    failpoint splits a batch where it must stop."""
+    count = 0
+    for _, group in groupby(writes, key=lambda w: w[0]):
+        batch = list(group)
+        if stop_after is not None and count <= stop_after < count + len(batch):
+            cut = stop_after - count
+            if cut:
+                yield batch[:cut]
             os.kill(os.getpid(), signal.SIGSTOP)
-        kind, target, values = write
-        try:
-            KINDS[kind].apply(session, target, values)
-        except Unsupported as exc:
-            if on_unsupported is None:
-                raise
-            on_unsupported(write, exc)
-            continue
-        done.append(write)
-    return done
+            batch = batch[cut:]
+        count += len(batch)
+        yield batch
+
+
+def write_all(session: KernelSession, writes: Sequence[Write], *,
+              stop_on_failure: bool = True) -> WriteOutcome:
+    """Perform writes kind by kind. A refusal stops before the next kind unless told not to;
+    what each write did is in the outcome."""
+    outcome = WriteOutcome()
+    for batch in _batches(writes, _failpoint_stop_after()):
+        kind = batch[0][0]
+        errors = KINDS[kind].apply(session, [(target, values) for _, target, values in batch])
+        for write, error in zip(batch, errors, strict=True):
+            if error is None:
+                outcome.done.append(write)
+            elif isinstance(error, Unsupported):
+                outcome.unsupported.append((write, error))
+            else:
+                outcome.failed.append((write, error))
+        if outcome.failed and stop_on_failure:
+            break
+    return outcome
 
 
 def mismatches(session: KernelSession, expected: Iterable[Expected]) -> list[tuple[Expected, str]]:
@@ -89,21 +114,18 @@ def mismatches(session: KernelSession, expected: Iterable[Expected]) -> list[tup
     return problems
 
 
+def expected_of(writes: Iterable[Write]) -> list[Expected]:
+    return [(kind, target, key, value) for kind, target, values in writes
+            for key, value in values.items()]
+
+
 def undo(session: KernelSession, before: dict[str, Original]) -> list[str]:
-    """Put back pre-transaction values, newest kind first; return what could not be undone."""
+    """Put back pre-transaction values, newest kind first; return what could not be undone.
+    A setting the device cannot take was never changed, so Unsupported is not a failure."""
     items = [(o.kind, o.target, o.key, o.value) for o in before.values()]
-    writes = list(reversed(group_writes(items)))
-    errors = []
-    skipped: set[tuple[str, Target]] = set()
-    for write in writes:
-        try:
-            # A setting the device cannot take was never changed: nothing to undo there.
-            write_all(session, [write], lambda w, _exc: skipped.add((w[0], w[1])))
-        except KernelError as exc:
-            errors.append(str(exc))
-    if not errors:
-        kept = [i for i in items if (i[0], i[1]) not in skipped]
-        errors = [text for _, text in mismatches(session, kept)]
+    outcome = write_all(session, list(reversed(group_writes(items))), stop_on_failure=False)
+    errors = [str(exc) for _, exc in outcome.failed]
+    errors += [text for _, text in mismatches(session, expected_of(outcome.done))]
     return errors
 
 
@@ -118,36 +140,39 @@ class Transaction:
         if not changes:
             return result
         fresh = set(self.journal.begin(changes, os.getpid()))
-        by_id = {(c.kind, c.target, c.key): c for c in changes}
-        writes = group_writes((c.kind, c.target, c.key, c.desired) for c in changes)
-
-        def skip(write: Write, exc: Unsupported) -> None:
-            kind, target, values = write
-            for key in values:
-                change = by_id[(kind, target, key)]
-                result.skipped.append(Skip(kind, target, key, change.why, change.desired,
-                                           exc.reason))
-                self.journal.pending.before.pop(change.id, None)
-            log.warning("skipped %s %s %s: %s", target, kind, ",".join(values), exc.reason)
-
-        try:
-            done = write_all(self.session, writes, None if self.strict else skip)
-            applied = [by_id[(k, t, key)] for k, t, values in done for key in values]
-            problems = mismatches(self.session, ((c.kind, c.target, c.key, c.desired)
-                                                 for c in applied))
-            if problems:
-                raise ApplyFailed(failed=[f"verify: {text}" for _, text in problems])
-        except (KernelError, ApplyFailed) as exc:
-            self._roll_back(exc, fresh)
-        skipped_ids = {s.id for s in result.skipped}
-        self.journal.finish(forget=fresh & skipped_ids)
-        result.applied = applied
+        by_key = {(c.kind, c.target, c.key): c for c in changes}
+        outcome = write_all(self.session, group_writes(
+            (c.kind, c.target, c.key, c.desired) for c in changes))
+        failures = [f"{target} {kind}.{','.join(values)}: {exc.reason}"
+                    for (kind, target, values), exc in outcome.failed]
+        if self.strict:
+            failures += [f"{target} {kind}.{','.join(values)}: {exc.reason} (strict)"
+                         for (kind, target, values), exc in outcome.unsupported]
+        if not failures:
+            problems = mismatches(self.session, expected_of(outcome.done))
+            failures = [f"verify: {text}" for _, text in problems]
+        if failures:
+            self._roll_back(failures, fresh)
+        result.applied = [by_key[(k, t, key)] for k, t, key, _ in expected_of(outcome.done)]
+        for (kind, target, values), exc in outcome.unsupported:
+            log.warning("skipped %s %s.%s: %s", target, kind, ",".join(values), exc.reason)
+            result.skipped += [Skip(kind, target, key, by_key[(kind, target, key)].why, value,
+                                    exc.reason) for key, value in values.items()]
+        self.journal.finish(forget=fresh & self._unchanged(result.skipped))
         return result
 
-    def _roll_back(self, cause: Exception, fresh: set[str]) -> None:
+    def _unchanged(self, skipped: list[Skip]) -> set[str]:
+        """Skipped settings whose value the kernel really left alone: their originals are
+        not worth keeping. One that changed anyway stays journaled, so restore covers it."""
+        before = self.journal.pending.before if self.journal.pending else {}
+        items = [(s.kind, s.target, s.key, before[s.id].value) for s in skipped if s.id in before]
+        changed = {(kind, target, key) for (kind, target, key, _), _ in
+                   mismatches(self.session, items)}
+        return {s.id for s in skipped if (s.kind, s.target, s.key) not in changed}
+
+    def _roll_back(self, failed: list[str], fresh: set[str]) -> None:
         pending = self.journal.pending
         assert pending is not None
-        failed = cause.failed if isinstance(cause, ApplyFailed) else [str(cause)]
         log.error("apply failed, rolling back %d setting(s): %s", len(pending.before), failed)
         errors = undo(self.session, pending.before)
         labels = [f"{o.device or '(node)'} {o.kind}.{o.key} -> {o.value!r}"
@@ -155,9 +180,9 @@ class Transaction:
         if errors:
             # Keep the pending record: 'nodenetctl restore' or the next apply finishes the undo.
             self.journal.save()
-            raise ApplyFailed(failed, labels, errors) from cause
+            raise ApplyFailed(failed, labels, errors)
         self.journal.finish(forget=fresh)
-        raise ApplyFailed(failed, labels) from cause
+        raise ApplyFailed(failed, labels)
 
 
 def recover(session: KernelSession, journal: Journal) -> list[str]:

@@ -41,7 +41,9 @@ def load_modules(specs: list[str]) -> dict[str, str]:
     return failed
 
 
-def run_pytest(argv: list[str], env: dict[str, str], budget: float, grace: float) -> tuple[int, bool]:
+def run_pytest(
+    argv: list[str], env: dict[str, str], budget: float, grace: float
+) -> tuple[int, bool]:
     """Run pytest; past ``budget`` seconds dump stacks, interrupt, then kill. (rc, timed_out)."""
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.STDOUT)
     try:

@@ -36,5 +36,5 @@ def test_in_sync_compares_fields_not_whitespace():
 
 def test_interface_names_with_dots_stay_one_path_segment():
     key = SysctlKey.for_interface("net.ipv4.conf.IF.rp_filter", "eth0.100")
-    assert key.path.as_posix() == "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+    assert key.path == "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
     assert key.display == "net.ipv4.conf.eth0/100.rp_filter"  # as sysctl(8) prints it

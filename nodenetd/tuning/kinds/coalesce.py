@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from nodenetd.errors import Unsupported
-from nodenetd.tuning.kind import SettingKind
+from nodenetd.errors import KernelError, Unsupported
+from nodenetd.tuning.kind import Batch, SettingKind, each
 from nodenetd.tuning.plan import Target
 from nodenetd.tuning.session import KernelSession
 
@@ -22,5 +19,6 @@ class CoalesceKind(SettingKind):
             raise Unsupported(str(target), f"coalesce.{key}", "the driver does not report it")
         return params[key]
 
-    def apply(self, session: KernelSession, target: Target, values: Mapping[str, Any]) -> None:
-        session.ethtool.set_coalesce(target.ifindex, target.device, values)
+    def apply(self, session: KernelSession, batch: Batch) -> list[KernelError | None]:
+        setter = session.ethtool.set_coalesce
+        return each(batch, lambda target, values: setter(target.ifindex, target.device, values))

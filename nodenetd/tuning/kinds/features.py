@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from nodenetd.config.model import Wanted
-from nodenetd.errors import Absent, Unsupported
-from nodenetd.tuning.kind import SettingKind
+from nodenetd.errors import Absent, KernelError, Unsupported
+from nodenetd.tuning.kind import Batch, SettingKind
 from nodenetd.tuning.plan import Target
 from nodenetd.tuning.session import KernelSession
 
@@ -37,5 +36,7 @@ class FeaturesKind(SettingKind):
             )
         return bool(wanted.value)
 
-    def apply(self, session: KernelSession, target: Target, values: Mapping[str, Any]) -> None:
-        session.ethtool.set_features(target.ifindex, target.device, values)
+    def apply(self, session: KernelSession, batch: Batch) -> list[KernelError | None]:
+        return session.ethtool.set_features_many(
+            [(target.ifindex, target.device, values) for target, values in batch]
+        )

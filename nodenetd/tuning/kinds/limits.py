@@ -3,12 +3,11 @@ where a profile may ask for a number or for ``max``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from nodenetd.config.model import Wanted
-from nodenetd.errors import Unsupported
-from nodenetd.tuning.kind import SettingKind
+from nodenetd.errors import KernelError, Unsupported
+from nodenetd.tuning.kind import Batch, SettingKind, each
 from nodenetd.tuning.plan import Target
 from nodenetd.tuning.session import KernelSession
 
@@ -45,6 +44,6 @@ class LimitsKind(SettingKind):
             )
         return int(wanted.value)
 
-    def apply(self, session: KernelSession, target: Target, values: Mapping[str, Any]) -> None:
+    def apply(self, session: KernelSession, batch: Batch) -> list[KernelError | None]:
         setter = getattr(session.ethtool, f"set_{self.name}")
-        setter(target.ifindex, target.device, values)
+        return each(batch, lambda target, values: setter(target.ifindex, target.device, values))

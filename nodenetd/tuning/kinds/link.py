@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from nodenetd.config.model import Wanted
-from nodenetd.errors import Gone, Unsupported
+from nodenetd.errors import Gone, KernelError, Unsupported
 from nodenetd.kernel.links import Link
-from nodenetd.tuning.kind import SettingKind
+from nodenetd.tuning.kind import Batch, SettingKind
 from nodenetd.tuning.plan import Target
 from nodenetd.tuning.session import KernelSession
 
@@ -43,10 +42,12 @@ class LinkKind(SettingKind):
             )
         return wanted.value
 
-    def apply(self, session: KernelSession, target: Target, values: Mapping[str, Any]) -> None:
-        link = link_of(session, target)
-        attrs = {_ATTR[key]: value for key, value in values.items()}
-        session.links_api.set(link, "link." + ",".join(values), **attrs)
+    def apply(self, session: KernelSession, batch: Batch) -> list[KernelError | None]:
+        items = []
+        for target, values in batch:
+            items.append((link_of(session, target),
+                          {_ATTR[key]: value for key, value in values.items()}))
+        return session.links_api.set_many(items)
 
     def refresh(self, session: KernelSession) -> None:
         session.invalidate("links")

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from nodenetd.config.model import SysctlValue, Wanted
+from nodenetd.errors import KernelError
 from nodenetd.kernel import sysctl as procfs
 from nodenetd.kernel.sysctl import SysctlKey
-from nodenetd.tuning.kind import SettingKind
+from nodenetd.tuning.kind import Batch, SettingKind, each
 from nodenetd.tuning.plan import Target
 from nodenetd.tuning.session import KernelSession
 
 
+@lru_cache(maxsize=65536)
+def _key(device: str | None, key: str) -> SysctlKey:
+    if device is None:
+        return SysctlKey.parse(key)
+    return SysctlKey.for_interface(key, device)
+
+
 def sysctl_key(target: Target, key: str) -> SysctlKey:
     """Global keys are literal; per-interface keys carry the IF placeholder."""
-    if target.device is None:
-        return SysctlKey.parse(key)
-    return SysctlKey.for_interface(key, target.device)
+    return _key(target.device, key)
 
 
 def _field(text: str) -> int | str:
@@ -46,6 +53,7 @@ def resolve_value(wanted: SysctlValue, current: str) -> str:
 
 class SysctlKind(SettingKind):
     name = "sysctl"
+    multi_key = False
 
     def current(self, session: KernelSession, target: Target, key: str) -> str:
         values = session.cached(self.name, dict)
@@ -61,9 +69,12 @@ class SysctlKind(SettingKind):
     def in_sync(self, current: Any, desired: Any) -> bool:
         return fields_of(str(current)) == fields_of(str(desired))
 
-    def apply(self, session: KernelSession, target: Target, values: Mapping[str, Any]) -> None:
-        for key, value in values.items():
-            procfs.write(sysctl_key(target, key), str(value))
+    def apply(self, session: KernelSession, batch: Batch) -> list[KernelError | None]:
+        def write(target: Target, values: Mapping[str, Any]) -> None:
+            for key, value in values.items():
+                procfs.write(sysctl_key(target, key), str(value))
+
+        return each(batch, write)
 
     def display_key(self, target: Target, key: str) -> str:
         return sysctl_key(target, key).display
