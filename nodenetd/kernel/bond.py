@@ -123,16 +123,18 @@ class BondStatus:
         raise KeyError(f"{name} is not a member of {self.name}")
 
 
-def _translate(exc: NetlinkError, target: str, setting: str, hint: str = "") -> KernelError:
+def _translate(
+    exc: NetlinkError, target: str, setting: str, unsupported_hint: str = ""
+) -> KernelError:
     """Map an rtnetlink errno onto nodenetd's error kinds, keeping target and setting."""
     code = exc.code
     reason = exc.args[1] if len(exc.args) > 1 else str(exc)
     # ENOTSUP and EOPNOTSUPP share a number on Linux; rtnetlink means the latter.
     name = "EOPNOTSUPP" if code == errno.EOPNOTSUPP else errno.errorcode.get(code, str(code))
     reason = f"{reason} ({name})"
-    if hint:
-        reason = f"{reason}; {hint}"
     if code == errno.EOPNOTSUPP:
+        if unsupported_hint:
+            reason = f"{reason}; {unsupported_hint}"
         return Unsupported(target, setting, reason, code)
     if code == errno.ENODEV:
         return Gone(target, setting, reason, code)
@@ -140,11 +142,11 @@ def _translate(exc: NetlinkError, target: str, setting: str, hint: str = "") -> 
 
 
 @contextmanager
-def _netlink(target: str, setting: str, hint: str = "") -> Iterator[None]:
+def _netlink(target: str, setting: str, unsupported_hint: str = "") -> Iterator[None]:
     try:
         yield
     except NetlinkError as exc:
-        raise _translate(exc, target, setting, hint) from exc
+        raise _translate(exc, target, setting, unsupported_hint) from exc
 
 
 def _linkinfo(msg: Any) -> Any:
@@ -160,8 +162,17 @@ class BondAdapter:
     """
 
     def __init__(self, netns: str | None = None) -> None:
-        self._netns = netns
-        self._ipr = IPRoute(netns=netns) if netns else IPRoute()
+        if netns is None:
+            self._ipr = IPRoute()
+            return
+        try:
+            # flags=0: a namespace that does not exist is an error, not created on the fly
+            # (pyroute2's default, O_CREAT, would silently work in a new empty namespace).
+            self._ipr = IPRoute(netns=netns, flags=0)
+        except FileNotFoundError as exc:
+            raise Gone(
+                f"netns {netns}", "open namespace", "no such namespace", errno.ENOENT
+            ) from exc
 
     def close(self) -> None:
         self._ipr.close()

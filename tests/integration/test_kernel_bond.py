@@ -6,6 +6,8 @@ working path. Skipped where the kernel does have bonding, since there is nothing
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from nodenetd.errors import Gone, Unsupported
@@ -49,3 +51,11 @@ def test_enslaving_a_missing_member_is_gone(adapter, netns):
         adapter.enslave("bond-missing", "m0")
 
     assert err.value.target == "bond-missing"
+
+
+def test_a_missing_namespace_is_gone_not_created():
+    with pytest.raises(Gone) as err:
+        BondAdapter(netns="nnd-no-such-namespace")
+
+    assert err.value.target == "netns nnd-no-such-namespace"
+    assert not os.path.exists("/run/netns/nnd-no-such-namespace")

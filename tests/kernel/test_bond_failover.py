@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from nodenetd.errors import Refused
+from nodenetd.errors import Gone, Refused
 from nodenetd.kernel.bond import BondAdapter, BondOptions, BondStatus, MemberState, MiiStatus
 from tests.lab.netns import Netns
 
@@ -124,3 +124,21 @@ def test_release_detaches_a_member(lab):
 
     assert [m.name for m in lab.bond.status("bond0").members] == ["m0"]
     assert "master" not in lab.witness("m1")
+
+
+def test_creating_an_existing_bond_is_refused(lab):
+    with pytest.raises(Refused) as err:
+        lab.bond.create_active_backup("bond0")
+
+    assert err.value.target == "bond0"
+    assert "EEXIST" in str(err.value)
+    assert "bonding" not in err.value.reason  # the module hint is only for EOPNOTSUPP
+
+
+def test_delete_removes_the_bond_and_frees_its_members(lab):
+    lab.bond.delete("bond0")
+
+    with pytest.raises(Gone):
+        lab.bond.status("bond0")
+    for member in MEMBERS:
+        assert "master" not in lab.witness(member)

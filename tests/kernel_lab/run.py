@@ -66,6 +66,7 @@ ARTIFACTS = (
     "stacks.txt",
     "plan.json",
     "current-test.txt",
+    "collected.txt",
 )
 GUEST_UP = "kernel-lab guest: up"
 
@@ -105,6 +106,9 @@ def vm_missing(kernel: Path | None) -> list[str]:
         missing.append("virtme-ng's vng in .venv (pip extra 'test')")
     if shutil.which("modprobe") is None:
         missing.append("modprobe (apt kmod)")
+    if not any(shutil.which(b) for b in ("busybox-static", "busybox.static", "busybox")):
+        # Debian's 9p and virtio are modules: vng builds an initramfs, which needs busybox.
+        missing.append("a static busybox (apt busybox-static)")
     return missing
 
 
@@ -256,7 +260,7 @@ def run_on_host(
     return run_bounded(pytest_argv(out, pytest_args), env, args.timeout, out, None)
 
 
-def kernel_test_files(pytest_args: list[str]) -> list[str]:
+def kernel_test_files(pytest_args: list[str], out: Path) -> list[str]:
     """The files holding the selected `kernel` tests, found by collecting on the host.
 
     Collection inside the VM imports every test module of the suite under emulation (20 s and
@@ -265,20 +269,31 @@ def kernel_test_files(pytest_args: list[str]) -> list[str]:
     """
     if any(not a.startswith("-") and ("::" in a or Path(a).exists()) for a in pytest_args):
         return []
-    argv = [*pytest_argv(None, pytest_args), "--collect-only", "-q"]
-    env = {**os.environ, "NODENETD_KERNEL_LAB": "vm"}
+    listing = out / "collected.txt"
+    listing.unlink(missing_ok=True)
+    argv = [
+        *pytest_argv(None, pytest_args),
+        "--collect-only",
+        "-p",
+        "tests.kernel_lab.collect_plugin",
+    ]
+    env = {
+        **os.environ,
+        "NODENETD_KERNEL_LAB": "vm",
+        "NODENETD_KERNEL_LAB_COLLECT": str(listing),
+    }
     proc = subprocess.run(
         argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
     )
-    if proc.returncode != 0:
+    if proc.returncode != 0 or not listing.exists():
         return []
-    return sorted({line.split("::")[0] for line in proc.stdout.splitlines() if "::" in line})
+    return listing.read_text().split()
 
 
 def run_in_vm(
     args: argparse.Namespace, out: Path, kernel: Path, accel: str, pytest_args: list[str]
 ) -> Run:
-    files = kernel_test_files(pytest_args)
+    files = kernel_test_files(pytest_args, out)
     if files:
         say(f"kernel tests are in {len(files)} files: {' '.join(files)}")
         pytest_args = [*pytest_args, *files]
