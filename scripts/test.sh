@@ -8,15 +8,16 @@ status=0
 echo "== ruff"
 .venv/bin/ruff check nodenetd tests bench scripts || status=1
 echo "== host lane: pytest -m 'not kernel'"
-.venv/bin/python -m pytest -m "not kernel" "$@"
+mkdir -p .lab-cache
+rm -f .lab-cache/host-lane.xml .lab-cache/kernel-lane.xml
+.venv/bin/python -m pytest -m "not kernel" --junitxml=.lab-cache/host-lane.xml "$@"
 rc=$?
 if ((rc == 5)); then
     echo "WARNING: pytest collected no tests for the host lane"
 elif ((rc != 0)); then
     status=1
 fi
-if [[ -f tests/kernel_lab/run.py ]]; then
-    echo "== kernel lab lane"
-    .venv/bin/python -m tests.kernel_lab.run || status=1
-fi
+echo "== kernel lab lane"
+.venv/bin/python -m tests.kernel_lab.run --junitxml .lab-cache/kernel-lane.xml || status=1
+.venv/bin/python -m scripts.junit_total .lab-cache/host-lane.xml .lab-cache/kernel-lane.xml
 exit $status

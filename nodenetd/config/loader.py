@@ -33,6 +33,7 @@ from nodenetd.config.model import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_PROFILE_DIRS,
     DEFAULT_STATE_DIR,
+    DaemonSettings,
     InterfaceRule,
     NodeConfig,
     Origin,
@@ -322,6 +323,7 @@ def _build_node(doc: YDict, file: str) -> NodeConfig:
         state_dir=doc.get("state_dir", DEFAULT_STATE_DIR),
         overrides=overrides,
         strict=bool(doc.get("strict", False)),
+        daemon=DaemonSettings(**dict(doc.get("daemon") or {})),
         positions=positions,
     )
 

@@ -129,6 +129,20 @@ DEFAULT_STATE_DIR = "/var/lib/nodenetd"
 DEFAULT_PROFILE_DIRS = ("/etc/nodenetd/profiles.d",)  # the built-in profiles/ is appended
 
 
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The service's behaviour (node config ``daemon:``); defaults match the schema's."""
+
+    mode: Literal["enforce", "observe"] = "enforce"
+    on_stop: Literal["keep", "restore"] = "keep"
+    sysctl_interval: float = 30.0
+    resync_interval: float = 600.0
+    backoff_corrections: int = 5
+    backoff_window: float = 300.0
+    control_socket: str = "/run/nodenetd/control.sock"
+    log_level: str = "info"
+
+
 @dataclass
 class NodeConfig:
     """The node's config file: which profiles, local overrides, where state lives."""
@@ -139,5 +153,6 @@ class NodeConfig:
     state_dir: str = DEFAULT_STATE_DIR
     overrides: Profile | None = None
     strict: bool = False
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
     # Key path in the file ("profiles[0]", "state_dir") -> where it is written.
     positions: dict[str, SourcePosition] = field(default_factory=dict, compare=False, repr=False)

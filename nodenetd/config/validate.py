@@ -290,7 +290,8 @@ _UNKNOWN_KEY_CONTEXT: dict[str, tuple[str, str | None]] = {
     "overrides": ("unknown key in overrides", None),
     "daemon": (
         "unknown daemon setting",
-        "an empty mapping: daemon settings are reserved and none exist yet",
+        "one of mode, on_stop, sysctl_interval, resync_interval, backoff_corrections, "
+        "backoff_window, control_socket, log_level",
     ),
 }
 

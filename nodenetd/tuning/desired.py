@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from nodenetd.config.model import InterfaceRule, ResolvedProfile, Wanted
 from nodenetd.config.selectors import matches
 from nodenetd.kernel.links import Link, LinkFacts
-from nodenetd.tuning.plan import Target
+from nodenetd.tuning.plan import Target, setting_id
 
 
 @dataclass
@@ -28,6 +28,22 @@ class BoundInterface:
 class Desired:
     sysctls: dict[str, Wanted]
     interfaces: dict[str, BoundInterface]
+
+    def only(self, *, devices: set[str] | None = None, node: bool = True,
+             kinds: set[str] | None = None) -> Desired:
+        """The part of the desired state a narrower run is about."""
+        sysctls = self.sysctls if node and (kinds is None or "sysctl" in kinds) else {}
+        interfaces = {}
+        for name, bound in self.interfaces.items():
+            if devices is not None and name not in devices:
+                continue
+            settings = {k: v for k, v in bound.settings.items() if kinds is None or k in kinds}
+            interfaces[name] = BoundInterface(bound.link, bound.rules, settings)
+        return Desired(sysctls, interfaces)
+
+    def ids(self) -> set[str]:
+        """Journal ids of every setting this desired state manages."""
+        return {setting_id(kind, target, key) for kind, target, key, _ in self.items()}
 
     def items(self) -> Iterator[tuple[str, Target, str, Wanted]]:
         """(kind, target, key, wanted) for every setting, global sysctls first."""

@@ -4,6 +4,7 @@ config -> desired -> observe -> plan -> transaction, and restore."""
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,10 +72,13 @@ class ApplyOutcome:
         return self.plan.skipped + self.result.skipped
 
 
-def apply(loaded: Loaded, *, strict: bool = False, dry_run: bool = False) -> ApplyOutcome:
-    """Plan and apply under the mutation lock; an interrupted earlier apply is undone first."""
+def apply(
+    loaded: Loaded, *, strict: bool = False, dry_run: bool = False, locked: bool = False
+) -> ApplyOutcome:
+    """Plan and apply under the mutation lock; an interrupted earlier apply is undone first.
+    ``locked=True`` means the caller (the daemon) already holds the state dir's lock."""
     strict = strict or loaded.node.strict
-    with MutationLock(loaded.state_dir), KernelSession() as session:
+    with _lock(loaded.state_dir, locked), KernelSession() as session:
         journal = Journal(loaded.state_dir)
         recovered = journal.pending is not None
         problems = recover(session, journal)
@@ -94,9 +98,14 @@ def apply(loaded: Loaded, *, strict: bool = False, dry_run: bool = False) -> App
         return outcome
 
 
-def restore_state(state_dir: str) -> RestoreReport:
-    with MutationLock(state_dir), KernelSession() as session:
+def restore_state(state_dir: str, *, locked: bool = False) -> RestoreReport:
+    """Put back every recorded original under the lock (``locked``: the caller holds it)."""
+    with _lock(state_dir, locked), KernelSession() as session:
         return restore(session, Journal(state_dir))
+
+
+def _lock(state_dir: str, locked: bool) -> AbstractContextManager[object]:
+    return nullcontext() if locked else MutationLock(state_dir)
 
 
 def journal_of(state_dir: str) -> Journal:

@@ -19,6 +19,11 @@ class Target:
         return self.device or "(node)"
 
 
+def setting_id(kind: str, target: Target, key: str) -> str:
+    """Stable identity of a setting, used as the journal key."""
+    return f"{kind}/{target.device or '-'}/{key}"
+
+
 @dataclass(frozen=True)
 class Item:
     kind: str  # setting kind: sysctl, link, features, channels, rings, coalesce
@@ -28,8 +33,7 @@ class Item:
 
     @property
     def id(self) -> str:
-        """Stable identity of the setting, used as the journal key."""
-        return f"{self.kind}/{self.target.device or '-'}/{self.key}"
+        return setting_id(self.kind, self.target, self.key)
 
     @property
     def label(self) -> str:

@@ -30,11 +30,16 @@ def current_target(original: Original, by_index: dict[int, Link]) -> Target | No
     return Target(link.name, link.index) if link else None
 
 
-def restore(session: KernelSession, journal: Journal) -> RestoreReport:
+def restore(session: KernelSession, journal: Journal,
+            only: set[str] | None = None) -> RestoreReport:
+    """Restore every original, or only the journal ids in ``only`` (settings a reloaded
+    config no longer manages)."""
     report = RestoreReport()
     by_index = {link.index: link for link in session.links().values()}
     placed: list[tuple[Original, Target]] = []
-    for original in journal.originals.values():
+    for key, original in journal.originals.items():
+        if only is not None and key not in only:
+            continue
         target = current_target(original, by_index)
         if target is None:
             report.gone.append(original)

@@ -1,21 +1,31 @@
-"""The kernel as one run sees it: sockets opened once, each kind's state dumped at most once
-until a write invalidates it."""
+"""The kernel as one run sees it: sockets opened once, each kind's state read at most once
+until a write invalidates it.
+
+A run is about the whole node, or (the daemon's hotplug and drift path) about a few
+interfaces: then ``scope`` names their ifindexes and each kind is read per device instead
+of dumped for every interface, so tuning one new veth costs the same on a node with ten
+interfaces or ten thousand."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from nodenetd.errors import KernelError
 from nodenetd.kernel.links import Link, Links
+
+# Above this many devices one dump is cheaper than per-device requests.
+SMALL_SCOPE = 16
 
 
 class KernelSession:
-    """Owns the netlink sockets of one plan/apply run and caches per-kind dumps."""
+    """Owns the netlink sockets of a run (or of the daemon's life) and caches reads."""
 
     def __init__(self) -> None:
         self.links_api = Links()
         self._ethtool: Any = None
         self._cache: dict[str, Any] = {}
+        self.scope: frozenset[int] | None = None
 
     def close(self) -> None:
         self.links_api.close()
@@ -37,8 +47,17 @@ class KernelSession:
             self._ethtool = EthtoolNetlink()
         return self._ethtool
 
+    def narrow(self, ifindexes: Iterable[int] | None) -> None:
+        """Start a new run about these interfaces only (None: the whole node)."""
+        self.scope = None if ifindexes is None else frozenset(ifindexes)
+        self._cache.clear()
+
+    @property
+    def _small(self) -> bool:
+        return self.scope is not None and len(self.scope) <= SMALL_SCOPE
+
     def cached(self, name: str, load: Callable[[], Any]) -> Any:
-        """One dump per kind per run: ``load`` runs only if nothing is cached under name."""
+        """One read per kind per run: ``load`` runs only if nothing is cached under name."""
         if name not in self._cache:
             self._cache[name] = load()
         return self._cache[name]
@@ -50,4 +69,30 @@ class KernelSession:
         self._cache.clear()
 
     def links(self) -> dict[str, Link]:
-        return self.cached("links", self.links_api.dump)
+        def load() -> dict[str, Link]:
+            if not self._small:
+                return self.links_api.dump()
+            found = (self.links_api.get(index) for index in self.scope or ())
+            return {link.name: link for link in found if link is not None}
+
+        return self.cached("links", load)
+
+    def ethtool_state(self, kind: str) -> dict[int, Any]:
+        """features/channels/rings/coalesce by ifindex: one dump, or per-device gets for a
+        small scope. Devices without the kind are absent."""
+
+        def load() -> dict[int, Any]:
+            if not self._small:
+                return getattr(self.ethtool, f"dump_{kind}")()
+            get = getattr(self.ethtool, f"get_{kind}")
+            states = {}
+            for ifindex in self.scope or ():
+                try:
+                    state = get(ifindex)
+                except KernelError:  # gone or unsupported: absent, as in a dump
+                    continue
+                if state is not None:
+                    states[ifindex] = state
+            return states
+
+        return self.cached(kind, load)

@@ -195,3 +195,46 @@ def test_bad_profile_changes_nothing(node, profile, message):
     assert node.ns.sysctl("net.core.somaxconn") == somaxconn
     assert node.ns.link("lab0")["mtu"] == 1500
     assert not (node.state_dir / "journal.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("profiles: [nosuch]\n", "unknown profile 'nosuch'"),
+        ("profile: [p]\n", "did you mean 'profiles'"),
+        ("profiles: [p]\nstrict: maybe\n", "nodenetd.yaml:4: strict"),
+    ],
+)
+def test_bad_node_config_changes_nothing(node, config, message):
+    node.nics(1)
+    node.write_profile("p", "interfaces: [{match: {name: lab0}, mtu: 2000}]\n")
+    node.config.write_text(f"profile_dirs: [{node.root / 'profiles'}]\n"
+                           f"state_dir: {node.state_dir}\n" + config)
+    result = node.ctl("apply")
+    assert result.returncode == 3, result.stderr
+    assert message in result.stderr
+    assert node.ns.link("lab0")["mtu"] == 1500
+    assert not (node.state_dir / "journal.json").exists()
+
+
+def test_dry_run_plans_under_the_lock_and_changes_nothing(node):
+    node.nics(1)
+    node.write_profile("p", "interfaces: [{match: {name: lab0}, mtu: 2000}]\n")
+    node.write_config(["p"])
+    result = node.ctl("apply", "--dry-run")
+    assert result.returncode == 0
+    assert "dry run: nothing was changed" in result.stdout and "link.mtu" in result.stdout
+    assert node.ns.link("lab0")["mtu"] == 1500
+    assert not (node.state_dir / "journal.json").exists()
+
+
+def test_validate_reports_every_issue_with_file_and_line(node):
+    good = node.write_profile("good", "sysctls: {net.core.somaxconn: '>=4096'}\n")
+    bad = node.write_profile("bad", "interfaces:\n  - match: {name: x}\n    mtuu: 9000\n"
+                                    "    features: {tsoo: true}\n")
+    ok = node.ns.nodenetctl("validate", str(good))
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    result = node.ns.nodenetctl("validate", str(good), str(bad))
+    assert result.returncode == 3
+    assert f"{bad}:3" in result.stderr and "did you mean 'mtu'" in result.stderr
+    assert f"{bad}:4" in result.stderr and "did you mean 'tso'" in result.stderr

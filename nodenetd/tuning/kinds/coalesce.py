@@ -12,7 +12,7 @@ class CoalesceKind(SettingKind):
     name = "coalesce"
 
     def current(self, session: KernelSession, target: Target, key: str) -> int | bool:
-        params = session.cached(self.name, session.ethtool.dump_coalesce).get(target.ifindex)
+        params = session.ethtool_state(self.name).get(target.ifindex)
         if params is None:
             raise Unsupported(str(target), "coalesce", "the driver does not support coalescing")
         if key not in params:

@@ -15,7 +15,7 @@ class FeaturesKind(SettingKind):
     name = "features"
 
     def _state(self, session: KernelSession, target: Target):
-        dump = session.cached(self.name, session.ethtool.dump_features)
+        dump = session.ethtool_state(self.name)
         state = dump.get(target.ifindex)
         if state is None:
             raise Unsupported(str(target), "features", "device reports no offload features")

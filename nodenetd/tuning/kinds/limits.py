@@ -18,8 +18,7 @@ class LimitsKind(SettingKind):
     what: str  # "channels" or "ring entries", for messages
 
     def _limits(self, session: KernelSession, target: Target):
-        dump = getattr(session.ethtool, f"dump_{self.name}")
-        limits = session.cached(self.name, dump).get(target.ifindex)
+        limits = session.ethtool_state(self.name).get(target.ifindex)
         if limits is None:
             raise Unsupported(str(target), self.name, f"the driver does not report {self.what}")
         return limits

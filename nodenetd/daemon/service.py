@@ -1,0 +1,378 @@
+"""nodenetd's service: one asyncio loop owns the node.
+
+Events (rtnetlink, ethtool notifications, udev), timers (sysctls, which have no events, and
+a slow safety-net resync), signals and control requests all end in the same place: mark
+interfaces dirty, then reconcile only those, through the same planner and transaction as
+nodenetctl. A new interface is tuned at once; a managed setting someone changed behind our
+back is corrected (``enforce``) or only reported (``observe``), and a setting someone keeps
+rewriting is left alone after ``backoff_corrections`` corrections in ``backoff_window``
+seconds, reported as a conflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodenetd.cli import commands
+from nodenetd.daemon import control
+from nodenetd.daemon.api import Reply
+from nodenetd.daemon.logs import log_change
+from nodenetd.daemon.sources.ethtool_monitor import EthtoolMonitor
+from nodenetd.daemon.sources.rtnl import LinkChange, LinkEvents
+from nodenetd.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
+from nodenetd.errors import ApplyFailed, ConfigError, LockBusy, NodenetdError
+from nodenetd.tuning import engine
+from nodenetd.tuning.desired import Desired, bind
+from nodenetd.tuning.journal import Journal
+from nodenetd.tuning.lock import MutationLock
+from nodenetd.tuning.plan import Change, Plan
+from nodenetd.tuning.planner import plan
+from nodenetd.tuning.restore import restore
+from nodenetd.tuning.session import KernelSession
+from nodenetd.tuning.transaction import Transaction, recover
+
+log = logging.getLogger("nodenetd")
+
+EXIT_CONFIG = 3
+EXIT_LOCKED = 4
+
+
+@dataclass
+class Counters:
+    """What the service did since it started; shown by status, exported by metrics."""
+
+    hotplug_tuned: int = 0
+    drift_detected: int = 0
+    drift_corrected: int = 0
+    conflicts: int = 0
+    apply_failures: int = 0
+    reloads: int = 0
+    reload_failures: int = 0
+    events: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class Backoff:
+    """Per setting: corrections in the last window; past the limit, stop fighting."""
+
+    def __init__(self, limit: int, window: float):
+        self.limit = limit
+        self.window = window
+        self._corrections: dict[str, collections.deque[float]] = {}
+        self.until: dict[str, float] = {}  # setting id -> monotonic time the back-off ends
+
+    def blocked(self, setting: str, now: float) -> bool:
+        end = self.until.get(setting)
+        if end is not None and now >= end:
+            del self.until[setting]
+            self._corrections.pop(setting, None)
+            return False
+        return end is not None
+
+    def record(self, setting: str, now: float) -> bool:
+        """Count a correction; True when this one crossed the limit (start backing off)."""
+        times = self._corrections.setdefault(setting, collections.deque())
+        times.append(now)
+        while times and now - times[0] > self.window:
+            times.popleft()
+        if len(times) >= self.limit:
+            self.until[setting] = now + self.window
+            return True
+        return False
+
+
+class Service:
+    def __init__(self, config_path: str | None, notifier: Notifier | None = None):
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.counters = Counters()
+        self.tuned: dict[int, str] = {}  # ifindex -> name of interfaces reconciled once
+        self.paused = False  # after a restore request: hands off until apply or reload
+        self._dirty: set[str] = set()
+        self._flush_scheduled = False
+        self._stop = asyncio.Event()
+        self._lock: MutationLock | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        try:
+            self.loaded = engine.load(self.config_path)
+        except ConfigError as exc:
+            log.error("invalid configuration, not starting:\n%s", exc)
+            return EXIT_CONFIG
+        self.settings = self.loaded.node.daemon
+        try:
+            self._lock = MutationLock(self.loaded.state_dir).__enter__()
+        except LockBusy as exc:
+            log.error("%s", exc)
+            return EXIT_LOCKED
+        try:
+            return await self._serve()
+        finally:
+            self._lock.__exit__(None, None, None)
+
+    async def _serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.session = KernelSession()
+        self.journal = Journal(self.loaded.state_dir)
+        self.backoff = Backoff(self.settings.backoff_corrections, self.settings.backoff_window)
+        problems = recover(self.session, self.journal)
+        if problems:
+            log.error("could not fully undo an interrupted apply: %s", "; ".join(problems))
+        self.events = LinkEvents(self._on_link_change, self._on_other_event)
+        self.events.start(loop)
+        self.ethtool_monitor = EthtoolMonitor(self._on_ethtool_change)
+        try:
+            self.ethtool_monitor.start(loop)
+        except NodenetdError as exc:  # old kernels: drift in offloads is caught by resyncs
+            log.warning("no ethtool notifications (%s); offload drift is found by resyncs", exc)
+        self.notifier.status("applying profiles")
+        self.reconcile(None, reason="start")
+        server = await control.serve(self.settings.control_socket, self)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        timers = [
+            asyncio.create_task(self._every(self.settings.sysctl_interval, self._check_sysctls)),
+            asyncio.create_task(self._every(self.settings.resync_interval, self._resync)),
+        ]
+        if (interval := watchdog_interval()) is not None:
+            timers.append(asyncio.create_task(watchdog_loop(self.notifier, interval)))
+        self.notifier.ready(self._status_line())
+        log.info("ready: %s", self._status_line())
+        await self._stop.wait()
+        self.notifier.stopping()
+        for task in timers:
+            task.cancel()
+        server.close()
+        self.events.close()
+        self.ethtool_monitor.close()
+        self._on_stop()
+        self.session.close()
+        return 0
+
+    def _on_stop(self) -> None:
+        if self.settings.on_stop == "restore":
+            self.session.narrow(None)
+            report = restore(self.session, self.journal)
+            log.info("stopping: restored %d original(s), %d failed",
+                     len(report.restored), len(report.failed))
+        else:
+            log.info("stopping: keeping the tuning (on_stop: keep); %d original(s) journaled",
+                     len(self.journal.originals))
+
+    async def _every(self, seconds: float, action) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            action()
+
+    def _status_line(self) -> str:
+        state = "paused after restore" if self.paused else f"mode {self.settings.mode}"
+        return (f"{len(self.tuned)} interface(s) managed, {state}, "
+                f"{self.counters.drift_corrected} drift correction(s), "
+                f"{len(self.backoff.until)} conflict(s)")
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _on_other_event(self, kind: str) -> None:
+        self.counters.events[kind] += 1
+
+    def _on_link_change(self, change: LinkChange) -> None:
+        self.counters.events[f"link-{change.action}"] += 1
+        link = change.link
+        if change.action == "deleted":
+            self._forget(link.index, link.name)
+            return
+        if change.action == "renamed" and change.old_name:
+            self._forget(link.index, change.old_name)
+        self._mark_dirty(link.name)
+
+    def _on_ethtool_change(self, kind: str, ifindex: int) -> None:
+        self.counters.events[f"ethtool-{kind}"] += 1
+        link = self.events.view.by_index.get(ifindex)
+        if link is not None and ifindex in self.tuned:
+            self._mark_dirty(link.name)
+
+    def _forget(self, ifindex: int, name: str) -> None:
+        """An interface that disappeared (or was renamed away) leaves the live state and the
+        journal: its originals died with it."""
+        self.tuned.pop(ifindex, None)
+        self._dirty.discard(name)
+        stale = [key for key, o in self.journal.originals.items() if o.ifindex == ifindex]
+        if stale:
+            self.journal.drop(stale)
+            log.info("%s is gone: dropped %d journaled original(s)", name, len(stale))
+
+    def _mark_dirty(self, name: str) -> None:
+        self._dirty.add(name)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # After the current callback: a burst of events drained in one read becomes
+            # one reconcile.
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        if dirty and not self.paused:
+            self.reconcile(dirty, reason="event")
+
+    def _check_sysctls(self) -> None:
+        if not self.paused:
+            self.reconcile(None, kinds={"sysctl"}, reason="sysctl check")
+
+    def _resync(self) -> None:
+        self.events.resync()
+        if not self.paused:
+            self.reconcile(None, reason="resync")
+
+    # -- reconcile --------------------------------------------------------------------------
+
+    def _desired(self, devices: set[str] | None, kinds: set[str] | None) -> Desired:
+        links = self.events.view.links
+        ifindexes = None
+        if devices is not None:
+            ifindexes = [links[name].index for name in devices if name in links]
+        self.session.narrow(ifindexes)
+        desired = bind(self.loaded.resolved, self.session.links())
+        return desired.only(devices=devices, node=devices is None, kinds=kinds)
+
+    def reconcile(self, devices: set[str] | None, *, kinds: set[str] | None = None,
+                  reason: str) -> Plan:
+        """Plan the given interfaces (None: the whole node) and apply what policy allows:
+        everything on start, reload, apply and for interfaces seen for the first time;
+        drift per mode and back-off."""
+        desired = self._desired(devices, kinds)
+        result = plan(desired, self.session)
+        fresh = {b.link.index for b in desired.interfaces.values()
+                 if self.tuned.get(b.link.index) != b.link.name}
+        wholesale = reason in ("start", "reload", "apply")
+        decided = [(c, reason if wholesale else "new interface") for c in result.changes
+                   if wholesale or c.target.ifindex in fresh]
+        if not wholesale:
+            decided += self._drift([c for c in result.changes if c.target.ifindex not in fresh])
+        if decided:
+            self._apply(decided, reason)
+        for bound in desired.interfaces.values():
+            if bound.link.index in fresh:
+                self.tuned[bound.link.index] = bound.link.name
+                if not wholesale:
+                    self.counters.hotplug_tuned += 1
+                    log.info("tuned new interface %s (%s)", bound.link.name,
+                             "; ".join(bound.rules))
+        return result
+
+    def _drift(self, changes: list[Change]) -> list[tuple[Change, str]]:
+        """Settings changed behind our back: report, correct, or back off from a fight."""
+        now = time.monotonic()
+        corrections = []
+        for change in changes:
+            self.counters.drift_detected += 1
+            fields = {"interface": change.target.device, "setting": change.key,
+                      "old": change.current, "new": change.desired}
+            if self.settings.mode == "observe":
+                log_change(log, logging.WARNING,
+                           f"drift (observe only): {change.label} is {change.current!r}, "
+                           f"the profile wants {change.desired!r}",
+                           reason="drift-observed", **fields)
+            elif self.backoff.blocked(change.id, now):
+                continue
+            elif self.backoff.record(change.id, now):
+                self.counters.conflicts += 1
+                log_change(log, logging.ERROR,
+                           f"conflict: something else keeps setting {change.label} to "
+                           f"{change.current!r}; not correcting it for "
+                           f"{self.backoff.window:.0f}s", reason="conflict", **fields)
+            else:
+                corrections.append((change, "drift"))
+        return corrections
+
+    def _apply(self, decided: list[tuple[Change, str]], reason: str) -> None:
+        why_of = {change.id: why for change, why in decided}
+        try:
+            result = Transaction(self.session, self.journal, strict=self.loaded.node.strict
+                                 ).run([change for change, _ in decided])
+        except ApplyFailed as exc:
+            self.counters.apply_failures += 1
+            log.error("apply (%s) failed and was rolled back:\n%s", reason, exc)
+            return
+        for change in result.applied:
+            why = why_of[change.id]
+            if why == "drift":
+                self.counters.drift_corrected += 1
+            log_change(log, logging.INFO,
+                       f"{change.label}: {change.current!r} -> {change.desired!r} "
+                       f"({why}; {change.why})", interface=change.target.device,
+                       setting=change.key, old=change.current, new=change.desired, reason=why)
+
+    # -- reload and control -----------------------------------------------------------------
+
+    def reload(self) -> Reply:
+        """Re-read and validate; apply only the difference; a bad config changes nothing."""
+        self.notifier.reloading()
+        try:
+            loaded = engine.load(self.config_path)
+        except ConfigError as exc:
+            self.counters.reload_failures += 1
+            log.error("reload rejected, the running configuration stays in force:\n%s", exc)
+            self.notifier.ready(f"reload rejected; {self._status_line()}")
+            return Reply(EXIT_CONFIG, "", error=f"invalid configuration:\n{exc}\n"
+                         "the running configuration stays in force")
+        self.loaded = loaded
+        self.paused = False
+        self.session.narrow(None)
+        managed = bind(loaded.resolved, self.session.links()).ids()
+        unmanaged = set(self.journal.originals) - managed
+        if unmanaged:
+            report = restore(self.session, self.journal, only=unmanaged)
+            log.info("reload: restored %d setting(s) the new config no longer manages",
+                     len(report.restored))
+        result = self.reconcile(None, reason="reload")
+        self.counters.reloads += 1
+        self.notifier.ready(self._status_line())
+        log.info("reloaded: %d change(s)", len(result.changes))
+        return Reply(0, f"reloaded: {len(result.changes)} change(s), "
+                        f"{len(unmanaged)} setting(s) no longer managed restored",
+                     {"changes": len(result.changes), "restored": len(unmanaged)})
+
+    async def handle(self, command: str, args: dict[str, Any]) -> Reply:
+        if command == "reload":
+            return self.reload()
+        if command == "status":
+            reply = commands.status_reply(self.loaded)
+            reply.data["daemon"] = self._daemon_status()
+            reply.text += "\n\n" + f"nodenetd: {self._status_line()}"
+            return reply
+        if command == "plan":
+            return commands.plan_reply(self.loaded, detailed=bool(args.get("detailed_exitcode")))
+        if command == "apply":
+            reply = commands.apply_reply(self.loaded, strict=bool(args.get("strict")),
+                                         dry_run=bool(args.get("dry_run")), locked=True)
+            if not args.get("dry_run"):
+                self.paused = False
+                self.reconcile(None, reason="apply")
+            return reply
+        if command == "restore":
+            reply = commands.restore_reply(self.loaded.state_dir, locked=True)
+            self.journal = Journal(self.loaded.state_dir)
+            self.paused = True
+            self.notifier.status(self._status_line())
+            return reply
+        return Reply(64, "", error=f"unknown command {command!r}")
+
+    def _daemon_status(self) -> dict[str, Any]:
+        return {
+            "mode": self.settings.mode,
+            "paused": self.paused,
+            "managed": len(self.tuned),
+            "conflicts": sorted(self.backoff.until),
+            "counters": {k: v for k, v in vars(self.counters).items() if k != "events"},
+            "events": dict(self.counters.events),
+            "resyncs": self.events.resyncs,
+        }
