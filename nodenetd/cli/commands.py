@@ -125,7 +125,7 @@ def restore_reply(state_dir: str, *, locked: bool = False) -> Reply:
 
 ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "status": {},
-    "plan": {"detailed": bool},
+    "plan": {"detailed_exitcode": bool},
     "apply": {"strict": bool, "dry_run": bool},
     "reload": {},
     "restore": {"state_dir": (str, type(None))},
@@ -184,7 +184,7 @@ def run_loaded(loaded: Loaded, command: str, args: Mapping[str, Any], *, locked:
     if command == "status":
         return status_reply(loaded, session=session)
     if command == "plan":
-        return plan_reply(loaded, detailed=args.get("detailed", False), session=session)
+        return plan_reply(loaded, detailed=args.get("detailed_exitcode", False), session=session)
     if command == "apply":
         return apply_reply(loaded, strict=args.get("strict", False),
                            dry_run=args.get("dry_run", False), locked=locked)

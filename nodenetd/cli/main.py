@@ -4,31 +4,56 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from nodenetd import __version__
-from nodenetd.cli import render
+from nodenetd.cli import commands, render
 from nodenetd.config.loader import validate_files
-from nodenetd.errors import ApplyFailed, ConfigError, LockBusy, NodenetdError
+from nodenetd.daemon import control
+from nodenetd.daemon.api import (
+    EXIT_CHANGES_PENDING,
+    EXIT_FAILED,
+    EXIT_INVALID_CONFIG,
+    EXIT_LOCKED,
+    EXIT_NOPERM,
+    EXIT_OK,
+    EXIT_USAGE,
+    Reply,
+)
+from nodenetd.errors import ConfigError, LockBusy, NodenetdError
 from nodenetd.tuning import engine
-from nodenetd.tuning.session import KernelSession
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CHANGES_PENDING = 2
-EXIT_INVALID_CONFIG = 3
-EXIT_LOCKED = 4
-EXIT_USAGE = 64
+__all__ = [
+    "EXIT_CHANGES_PENDING", "EXIT_FAILED", "EXIT_INVALID_CONFIG", "EXIT_LOCKED", "EXIT_NOPERM",
+    "EXIT_OK", "EXIT_USAGE", "build_parser", "main",
+]
 
-EXIT_CODES = f"""exit codes:
+log = logging.getLogger("nodenetctl")
+
+DEFAULT_TIMEOUT = 120.0
+
+EXIT_CODES = f"""daemon:
+  plan, apply, status, restore and reload go through nodenetd's control socket when it
+  runs (--socket, else ${control.SOCKET_ENV}, else {control.DEFAULT_SOCKET}), and work
+  standalone when it does not; the output is the same either way. reload needs the daemon.
+  --standalone forces local mode; while nodenetd runs it holds the lock, so apply and restore
+  then exit {EXIT_LOCKED}.
+
+exit codes:
   {EXIT_OK}   success (plan: nothing to change, unless --detailed-exitcode says otherwise)
-  {EXIT_FAILED}   failure: apply failed and was rolled back, restore incomplete, kernel error
+  {EXIT_FAILED}   failure: apply failed and was rolled back, restore incomplete, kernel error,
+      reload without a running nodenetd, no answer from nodenetd in time
   {EXIT_CHANGES_PENDING}   plan --detailed-exitcode: changes are pending
   {EXIT_INVALID_CONFIG}   invalid node config or profile (nothing was changed)
   {EXIT_LOCKED}   another nodenetctl or nodenetd holds the lock (nothing was changed)
   {EXIT_USAGE}  bad command line
+  {EXIT_NOPERM}  nodenetd's control socket serves root only
 """
+
+ROUTED = ("plan", "apply", "status", "restore", "reload")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,48 +62,120 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE",
-                        help="node config (default /etc/nodenetd/nodenetd.yaml)")
-    common.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                        help="output format")
-    common.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
+def _options(*, top: bool) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The options every command takes, and those of the commands the daemon serves.
 
+    They are accepted before and after the command. The subcommands' copies default to
+    SUPPRESS, or argparse would let their defaults override a value given before the command.
+    """
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=default(None),
+                        help="node config (default /etc/nodenetd/nodenetd.yaml)")
+    common.add_argument("-o", "--output", choices=("text", "json"), default=default("text"),
+                        help="output format")
+    common.add_argument("-v", "--verbose", action="store_true", default=default(False),
+                        help="log each step to stderr")
+    routing = argparse.ArgumentParser(add_help=False)
+    routing.add_argument("--standalone", action="store_true", default=default(False),
+                         help="do not use nodenetd's control socket even when it runs")
+    routing.add_argument("--socket", metavar="PATH", default=default(None),
+                         help=f"nodenetd's control socket (default ${control.SOCKET_ENV}, "
+                              f"else {control.DEFAULT_SOCKET})")
+    routing.add_argument("--timeout", metavar="SECONDS", type=_seconds,
+                         default=default(DEFAULT_TIMEOUT),
+                         help=f"wait this long for nodenetd's answer (default "
+                              f"{DEFAULT_TIMEOUT:g})")
+    return common, routing
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common, routing = _options(top=False)
     parser = _Parser(
         prog="nodenetctl",
         description="Plan, apply and restore declarative network tuning on this node.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
+        parents=list(_options(top=True)),
     )
     parser.add_argument("--version", action="version", version=f"nodenetctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    routed = [common, routing]
 
     validate = sub.add_parser("validate", parents=[common],
                               help="check profiles and node configs without touching anything")
     validate.add_argument("files", nargs="+", metavar="FILE")
 
-    plan = sub.add_parser("plan", parents=[common], help="show what apply would change")
+    plan = sub.add_parser("plan", parents=routed, help="show what apply would change")
     plan.add_argument("--detailed-exitcode", action="store_true",
                       help=f"exit {EXIT_CHANGES_PENDING} when changes are pending")
 
-    apply = sub.add_parser("apply", parents=[common],
+    apply = sub.add_parser("apply", parents=routed,
                            help="apply the profiles as one transaction (rolled back on failure)")
     apply.add_argument("--dry-run", action="store_true", help="plan under the lock, change nothing")
     apply.add_argument("--strict", action="store_true",
                        help="settings the driver cannot take fail the apply instead of skipping")
 
-    sub.add_parser("status", parents=[common],
+    sub.add_parser("status", parents=routed,
                    help="managed interfaces, in-sync or drifted per setting, the journal")
-    restore = sub.add_parser("restore", parents=[common],
+    restore = sub.add_parser("restore", parents=routed,
                              help="put back every original value nodenetd recorded")
     restore.add_argument("--state-dir", help="journal location (default: from the config)")
+    sub.add_parser("reload", parents=routed,
+                   help="make the running nodenetd re-read its config and apply the difference")
     return parser
 
 
-def _print(args: argparse.Namespace, text: str, data: object) -> None:
-    print(render.dumps(data) if args.output == "json" else text)
+def emit(args: argparse.Namespace, reply: Reply) -> int:
+    """Print a Reply as nodenetctl does in either mode and return its exit code."""
+    if args.output == "json":
+        if reply.data or reply.text:
+            print(render.dumps(reply.data))
+    elif reply.text:
+        print(reply.text)
+    if reply.error:
+        print(reply.error, file=sys.stderr)
+    return reply.exit_code
+
+
+def request_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's arguments as sent to the daemon (see commands.ARGS)."""
+    wire: dict[str, Any] = {"config": os.path.abspath(args.config) if args.config else None}
+    if args.command == "plan":
+        wire["detailed_exitcode"] = args.detailed_exitcode
+    elif args.command == "apply":
+        wire |= {"strict": args.strict, "dry_run": args.dry_run}
+    elif args.command == "restore":
+        wire["state_dir"] = os.path.abspath(args.state_dir) if args.state_dir else None
+    return wire
+
+
+def routed(args: argparse.Namespace) -> Reply:
+    """Through the daemon when its socket answers, standalone when nothing listens there."""
+    wire = request_args(args)
+    if not args.standalone:
+        path = control.socket_path(
+            args.socket, engine.peek(args.config, "daemon", "control_socket"))
+        try:
+            return control.call(path, args.command, wire, timeout=args.timeout)
+        except control.DaemonUnavailable as exc:
+            log.info("%s; working standalone", exc)
+        except control.ControlError as exc:
+            return Reply(exc.exit_code, "", error=f"nodenetctl: {exc}")
+    return commands.run_local(args.command, wire)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -93,81 +190,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_INVALID_CONFIG if issues else EXIT_OK
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    loaded = engine.load(args.config)
-    with KernelSession() as session:
-        plan = engine.compute_plan(loaded, session)
-    names = loaded.resolved.names
-    _print(args, render.plan_text(plan, names), render.plan_json(plan, names))
-    return EXIT_CHANGES_PENDING if args.detailed_exitcode and plan.changes else EXIT_OK
-
-
-def cmd_apply(args: argparse.Namespace) -> int:
-    loaded = engine.load(args.config)
-    outcome = engine.apply(loaded, strict=args.strict, dry_run=args.dry_run)
-    names = loaded.resolved.names
-    if args.output == "json":
-        data = render.plan_json(outcome.plan, names) | {
-            "dry_run": args.dry_run,
-            "recovered_interrupted_apply": outcome.recovered,
-            "applied": [render.item_json(c) for c in outcome.result.applied],
-            "skipped": [render.item_json(s) for s in outcome.skipped],
-        }
-        print(render.dumps(data))
-        return EXIT_OK
-    if outcome.recovered:
-        print("undid an interrupted earlier apply from the journal")
-    print(render.plan_text(outcome.plan, names))
-    if args.dry_run:
-        print("\ndry run: nothing was changed")
-    else:
-        print(f"\napplied {len(outcome.result.applied)} change(s), "
-              f"skipped {len(outcome.skipped)}; read back and verified")
-        for skip in outcome.result.skipped:
-            print(f"  skipped at apply: {skip.label}: {skip.reason}")
-    return EXIT_OK
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    loaded = engine.load(args.config)
-    with KernelSession() as session:
-        plan = engine.compute_plan(loaded, session)
-    status = render.status_json(plan, engine.journal_of(loaded.state_dir), loaded.resolved.names)
-    _print(args, render.status_text(status), status)
-    return EXIT_OK
-
-
-def cmd_restore(args: argparse.Namespace) -> int:
-    state_dir = args.state_dir or engine.state_dir_for_restore(args.config)
-    report = engine.restore_state(state_dir)
-    _print(args, render.restore_text(report), render.restore_json(report))
-    return EXIT_FAILED if report.failed else EXIT_OK
-
-
-COMMANDS = {
-    "validate": cmd_validate,
-    "plan": cmd_plan,
-    "apply": cmd_apply,
-    "status": cmd_status,
-    "restore": cmd_restore,
-}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="nodenetctl: %(levelname)s: %(message)s",
     )
+    if args.command in ROUTED:
+        return emit(args, routed(args))
     try:
-        return COMMANDS[args.command](args)
+        return cmd_validate(args)
     except ConfigError as exc:
         print(f"invalid configuration:\n{exc}\nnothing was changed", file=sys.stderr)
         return EXIT_INVALID_CONFIG
     except LockBusy as exc:
         print(f"nodenetctl: {exc}", file=sys.stderr)
         return EXIT_LOCKED
-    except (ApplyFailed, NodenetdError) as exc:
+    except NodenetdError as exc:
         print(f"nodenetctl: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -16,7 +16,7 @@ Every request also carries ``config``: the absolute node config path nodenetctl 
 or None for the default; the daemon serves its own running config and may refuse another.
 
 - ``status``: {}
-- ``plan``: {"detailed": false}  (exit EXIT_CHANGES_PENDING when changes are pending)
+- ``plan``: {"detailed_exitcode": false}  (exit EXIT_CHANGES_PENDING when changes pend)
 - ``apply``: {"strict": false, "dry_run": false}
 - ``reload``: {}
 - ``restore``: {"state_dir": null}  (null: the daemon's own state dir)

@@ -87,8 +87,10 @@ class Backoff:
 
 
 class Service:
-    def __init__(self, config_path: str | None, notifier: Notifier | None = None):
+    def __init__(self, config_path: str | None, notifier: Notifier | None = None, *,
+                 log_level: str | None = None):
         self.config_path = config_path
+        self.log_level = log_level  # from the command line; else the config's
         self.notifier = notifier or Notifier()
         self.counters = Counters()
         self.tuned: dict[int, str] = {}  # ifindex -> name of interfaces reconciled once
@@ -107,6 +109,7 @@ class Service:
             log.error("invalid configuration, not starting:\n%s", exc)
             return EXIT_CONFIG
         self.settings = self.loaded.node.daemon
+        logging.getLogger().setLevel((self.log_level or self.settings.log_level).upper())
         try:
             self._lock = MutationLock(self.loaded.state_dir).__enter__()
         except LockBusy as exc:
@@ -127,7 +130,7 @@ class Service:
             log.error("could not fully undo an interrupted apply: %s", "; ".join(problems))
         self.events = LinkEvents(self._on_link_change, self._on_other_event)
         self.events.start(loop)
-        self.ethtool_monitor = EthtoolMonitor(self._on_ethtool_change)
+        self.ethtool_monitor = EthtoolMonitor(self._on_ethtool_change, self._resync)
         try:
             self.ethtool_monitor.start(loop)
         except NodenetdError as exc:  # old kernels: drift in offloads is caught by resyncs
@@ -325,6 +328,11 @@ class Service:
             return Reply(EXIT_CONFIG, "", error=f"invalid configuration:\n{exc}\n"
                          "the running configuration stays in force")
         self.loaded = loaded
+        if loaded.node.daemon.control_socket != self.settings.control_socket:
+            log.warning("reload: control_socket changes take effect at the next restart")
+        self.settings = loaded.node.daemon
+        self.backoff.limit = self.settings.backoff_corrections
+        self.backoff.window = self.settings.backoff_window
         self.paused = False
         self.session.narrow(None)
         managed = bind(loaded.resolved, self.session.links()).ids()
@@ -342,29 +350,29 @@ class Service:
                      {"changes": len(result.changes), "restored": len(unmanaged)})
 
     async def handle(self, command: str, args: dict[str, Any]) -> Reply:
+        """A control request, run on the loop between events: the transaction it may start
+        and the daemon's own never interleave. (An apply of 1000 interfaces takes well under
+        a second, far inside the watchdog interval.)"""
         if command == "reload":
             return self.reload()
-        if command == "status":
-            reply = commands.status_reply(self.loaded)
-            reply.data["daemon"] = self._daemon_status()
-            reply.text += "\n\n" + f"nodenetd: {self._status_line()}"
+        if command in ("status", "plan"):
+            self.session.narrow(None)
+            reply = commands.run_loaded(self.loaded, command, args, session=self.session)
+            if command == "status":
+                reply.data["daemon"] = self._daemon_status()
+                reply.text += f"\n\nnodenetd: {self._status_line()}"
             return reply
-        if command == "plan":
-            return commands.plan_reply(self.loaded, detailed=bool(args.get("detailed_exitcode")))
-        if command == "apply":
-            reply = commands.apply_reply(self.loaded, strict=bool(args.get("strict")),
-                                         dry_run=bool(args.get("dry_run")), locked=True)
-            if not args.get("dry_run"):
-                self.paused = False
-                self.reconcile(None, reason="apply")
-            return reply
-        if command == "restore":
-            reply = commands.restore_reply(self.loaded.state_dir, locked=True)
-            self.journal = Journal(self.loaded.state_dir)
+        reply = commands.run_loaded(self.loaded, command, args, locked=True)
+        # The command wrote the journal through its own handle: read it back.
+        self.journal = Journal(self.loaded.state_dir)
+        if command == "apply" and not args.get("dry_run"):
+            self.paused = False
+            self.reconcile(None, reason="apply")
+        elif command == "restore" and reply.exit_code == 0:
             self.paused = True
-            self.notifier.status(self._status_line())
-            return reply
-        return Reply(64, "", error=f"unknown command {command!r}")
+            log.info("restored on request; not tuning until the next apply or reload")
+        self.notifier.status(self._status_line())
+        return reply
 
     def _daemon_status(self) -> dict[str, Any]:
         return {

@@ -12,6 +12,10 @@ acks, capped acks and a large receive buffer. It offers three calls:
   in the sending thread and queues one ack per message (an error ack does not stop the ones
   after it). The result holds each request's replies or its ``NetlinkFailure``, in input order.
 
+Events: ``MulticastSocket`` is a non-blocking socket subscribed to multicast groups, for an
+event loop's ``add_reader``; ``genl_family`` resolves a generic netlink family's id and its
+multicast groups; ``iter_attrs`` walks raw attributes (nested arrays).
+
 Message payloads are bytes. ``encode_attrs`` and ``decode_attrs`` are driven by explicit
 pyroute2-style ``nla_map`` tables (``(number, name, format)``, nested formats naming a class
 attribute), so a layout is written down once and both directions follow it. pyroute2's own
@@ -42,12 +46,15 @@ from nodenetd.errors import Gone, KernelError, Refused, Unsupported
 __all__ = [
     "ENOTSUPP",
     "NLMSGHDR",
+    "MulticastSocket",
     "NetlinkFailure",
     "NetlinkSocket",
     "decode_attrs",
     "encode_attrs",
     "errno_name",
     "errno_text",
+    "genl_family",
+    "iter_attrs",
     "kernel_error",
     "nla",
     "parse_error",
@@ -527,3 +534,125 @@ class NetlinkSocket:
         if flags & socket.MSG_TRUNC:
             raise OSError(errno_mod.EMSGSIZE, "netlink message larger than the receive buffer")
         return self._view[:nbytes].tobytes()
+
+
+# --------------------------------------------------------------------------------------------
+# Events: multicast subscriptions and generic netlink families
+
+NETLINK_ADD_MEMBERSHIP = 1  # linux/netlink.h, socket option level SOL_NETLINK
+GENL_ID_CTRL = 0x10  # the generic netlink controller's family id
+CTRL_CMD_GETFAMILY = 3
+_GENLMSGHDR = struct.Struct("=BBH")  # cmd, version, reserved
+_CTRL_ATTR_FAMILY_ID = 1
+_CTRL_ATTR_FAMILY_NAME = 2
+_CTRL_ATTR_MCAST_GROUPS = 7
+_CTRL_ATTR_MCAST_GRP_NAME = 1
+_CTRL_ATTR_MCAST_GRP_ID = 2
+EVENT_RCVBUF = 8 << 20  # an event socket's default receive buffer (the kernel doubles it)
+_EVENT_BUFSIZE = 64 << 10  # one notification; a link's is ~1.5 KiB, more with many SR-IOV VFs
+
+
+def iter_attrs(data: bytes, offset: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type without flags, payload start, payload end) of each attribute between ``offset``
+    and ``end``: the raw walk for what an nla_map cannot name, such as the numbered entries
+    of a nested array."""
+    while offset + 4 <= end:
+        length, atype = _NLA_HDR.unpack_from(data, offset)
+        if length < 4 or offset + length > end:
+            raise ValueError(f"malformed netlink attribute at offset {offset}")
+        yield atype & _NLA_TYPE_MASK, offset + 4, offset + length
+        offset += (length + 3) & ~3
+
+
+class MulticastSocket:
+    """A non-blocking netlink socket subscribed to multicast groups: an event source for an
+    event loop (``loop.add_reader(sock.fileno(), ...)``).
+
+    The groups are joined (``NETLINK_ADD_MEMBERSHIP``, which takes group numbers above 32 as
+    well) before the constructor returns, so a dump taken afterwards, on another socket, misses
+    nothing. The receive buffer is set past ``net.core.rmem_max`` with SO_RCVBUFFORCE when
+    the process has CAP_NET_ADMIN; when it still overflows, ``recv`` raises OSError(ENOBUFS)
+    once: notifications were dropped and the owner must resynchronise from a dump. From that
+    drop on, the kernel drops *every* notification for the socket until its queue has been
+    read empty (NETLINK_S_CONGESTED), silently after the first report: read the queue empty
+    (what it holds predates the loss) before taking the dump. A notification larger than the
+    read buffer is lost too and reported the same way; the buffer grows for the next one.
+    """
+
+    def __init__(self, protocol: int, groups: Iterable[int], *, rcvbuf: int = EVENT_RCVBUF) -> None:
+        self._view = memoryview(bytearray(_EVENT_BUFSIZE))
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        try:
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            except PermissionError:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self._sock.bind((0, 0))
+            for group in groups:
+                self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+            self._sock.setblocking(False)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    @property
+    def rcvbuf(self) -> int:
+        """The receive buffer the kernel granted (twice what was asked: it counts overhead)."""
+        return self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recv(self) -> bytes | None:
+        """The next queued datagram (one notification, as the kernel sends them), or None when
+        the queue is empty. Raises OSError(ENOBUFS) after an overflow."""
+        try:
+            nbytes, _, flags, _ = self._sock.recvmsg_into([self._view])
+        except BlockingIOError:
+            return None
+        if flags & socket.MSG_TRUNC:  # the rest of the datagram is gone
+            self._view = memoryview(bytearray(len(self._view) * 4))
+            raise OSError(errno_mod.ENOBUFS, "a notification was larger than the read buffer")
+        return self._view[:nbytes].tobytes()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> MulticastSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def genl_family(sock: NetlinkSocket, name: str) -> tuple[int, Mapping[str, int]]:
+    """(family id, {multicast group name: group id}) of a generic netlink family, from the
+    controller (CTRL_CMD_GETFAMILY). Raises NetlinkFailure (ENOENT: no such family)."""
+
+    def decode(data: bytes, offset: int, length: int) -> tuple[int, dict[str, int]]:
+        family_id = 0
+        groups: dict[str, int] = {}
+        start = offset + NLMSGHDR.size + _GENLMSGHDR.size
+        for atype, begin, stop in iter_attrs(data, start, offset + length):
+            if atype == _CTRL_ATTR_FAMILY_ID:
+                (family_id,) = struct.unpack_from("=H", data, begin)
+            elif atype == _CTRL_ATTR_MCAST_GROUPS:
+                for _index, entry, entry_end in iter_attrs(data, begin, stop):
+                    group_name, group_id = None, None
+                    for gtype, gbegin, gstop in iter_attrs(data, entry, entry_end):
+                        if gtype == _CTRL_ATTR_MCAST_GRP_NAME:
+                            group_name = bytes(data[gbegin:gstop]).split(b"\0", 1)[0].decode()
+                        elif gtype == _CTRL_ATTR_MCAST_GRP_ID:
+                            (group_id,) = struct.unpack_from("=I", data, gbegin)
+                    if group_name is not None and group_id is not None:
+                        groups[group_name] = group_id
+        return family_id, groups
+
+    payload = _GENLMSGHDR.pack(CTRL_CMD_GETFAMILY, 1, 0) + nla(
+        _CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0"
+    )
+    replies = sock.request(GENL_ID_CTRL, payload, decode=decode)
+    if not replies:
+        raise NetlinkFailure(errno_mod.ENOENT, f"no reply for generic netlink family {name}", [])
+    family_id, groups = replies[0]
+    return family_id, groups

@@ -47,14 +47,20 @@ def load(config_path: str | None) -> Loaded:
     return Loaded(node, resolve(node, ProfileLibrary.for_node(node)))
 
 
-def state_dir_for_restore(config_path: str | None) -> str:
-    """Restore must work even when the config is broken: read just its state_dir."""
-    path = Path(config_path or DEFAULT_CONFIG_PATH)
+def peek(config_path: str | None, *keys: str) -> str | None:
+    """One value of the node config read leniently (``peek(path, "daemon", "control_socket")``),
+    or None: restore and finding the daemon must work even when the config is broken."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-        return str(data.get("state_dir") or DEFAULT_STATE_DIR)
+        value = yaml.safe_load(Path(config_path or DEFAULT_CONFIG_PATH).read_text())
+        for key in keys:
+            value = value.get(key)
     except (OSError, yaml.YAMLError, AttributeError):
-        return DEFAULT_STATE_DIR
+        return None
+    return str(value) if isinstance(value, str) else None
+
+
+def state_dir_for_restore(config_path: str | None) -> str:
+    return peek(config_path, "state_dir") or DEFAULT_STATE_DIR
 
 
 def compute_plan(loaded: Loaded, session: KernelSession) -> Plan:

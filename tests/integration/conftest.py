@@ -41,6 +41,8 @@ class Node:
         return path
 
     def write_config(self, profiles: list[str], extra: str = "") -> Path:
+        if "daemon:" not in extra:  # never reach a nodenetd the host may be running
+            extra += f"daemon: {{control_socket: {self.root / 'ctl.sock'}}}\n"
         self.config.write_text(
             f"profiles: {json.dumps(profiles)}\n"
             f"profile_dirs: [{self.root / 'profiles'}]\n"

@@ -56,6 +56,9 @@ class RecordedSession:
     def links(self):
         return self._links
 
+    def ethtool_state(self, kind):
+        return self.cached(kind, getattr(self.ethtool, f"dump_{kind}"))
+
 
 def nic(index: int, name: str) -> Link:
     return Link(index=index, name=name, kind=None, slave_kind=None, master=None, mtu=1500,
