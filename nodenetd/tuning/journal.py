@@ -1,11 +1,23 @@
 """The journal of originals: the value every managed setting had before nodenetd first
 changed it, plus the transaction in flight. It is on disk before the first write, so a
-crash at any point can be undone (``nodenetctl restore`` or the next apply)."""
+crash at any point can be undone (``nodenetctl restore`` or the next apply).
+
+It is a write-ahead log (``journal.log``, one JSON record per line), so recording one new
+interface's originals costs a few appended lines and one fsync, not a rewrite of every
+original on the node: the daemon tunes interfaces as they appear, and a Kubernetes node
+has thousands of them over a day. When the log has grown well past what it describes, it
+is compacted: rewritten atomically (temp file, fsync, rename, fsync the directory).
+
+Records: ``{"t": "header", "version": 1}`` first, then ``orig`` (one original), ``drop``
+(forget originals), ``begin`` (a transaction starts: the values it may change had just
+before) and ``end``. A crash can only tear the last line; replay ignores a torn tail.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +29,8 @@ from nodenetd.tuning.atomic import write_atomic
 from nodenetd.tuning.plan import Change, Target
 
 FORMAT_VERSION = 1
+JOURNAL_NAME = "journal.log"
+_COMPACT_SLACK = 1000  # records beyond the live ones tolerated before compacting
 
 
 @dataclass(frozen=True)
@@ -32,11 +46,6 @@ class Original:
     def target(self) -> Target:
         return Target(self.device, self.ifindex)
 
-    def to_json(self) -> dict[str, Any]:
-        # dataclasses.asdict deep-copies every value: measurably slow at 10k entries.
-        return {"kind": self.kind, "device": self.device, "ifindex": self.ifindex,
-                "key": self.key, "value": self.value, "recorded_at": self.recorded_at}
-
 
 @dataclass
 class Pending:
@@ -48,56 +57,127 @@ class Pending:
     before: dict[str, Original]
 
 
+def _orig_record(key: str, o: Original) -> dict[str, Any]:
+    return {"t": "orig", "id": key, "kind": o.kind, "device": o.device, "ifindex": o.ifindex,
+            "key": o.key, "value": o.value, "at": o.recorded_at}
+
+
 class Journal:
-    """journal.json in the state directory. Only the lock holder writes it."""
+    """The state directory's journal. Only the lock holder writes it."""
 
     def __init__(self, state_dir: str | Path):
-        self.path = Path(state_dir) / "journal.json"
+        self.path = Path(state_dir) / JOURNAL_NAME
         self.originals: dict[str, Original] = {}
         self.pending: Pending | None = None
+        self._records = 0  # lines in the file, for deciding when to compact
         self._load()
+        self._disk_pending = self.pending is not None  # the log ends inside a transaction
+
+    # -- reading ----------------------------------------------------------------------------
 
     def _load(self) -> None:
-        if not self.path.exists():
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
             return
+        except OSError as exc:
+            raise self._unreadable(exc) from exc
+        lines = text.split("\n")
+        complete, tail = lines[:-1], lines[-1]  # a torn tail has no newline: not a record
         try:
-            data = json.loads(self.path.read_text())
-            if data.get("version") != FORMAT_VERSION:
+            header = json.loads(complete[0]) if complete else {}
+            if header.get("t") != "header" or header.get("version") != FORMAT_VERSION:
                 raise JournalError(
-                    f"{self.path}: unknown journal version {data.get('version')!r} "
-                    f"(this nodenetd writes {FORMAT_VERSION})"
+                    f"{self.path}: not a nodenetd journal of version {FORMAT_VERSION} "
+                    f"(first line {complete[0][:80] if complete else tail[:80]!r})"
                 )
-            self.originals = {k: Original(**v) for k, v in data["originals"].items()}
-            if data.get("pending"):
-                p = data["pending"]
-                # Every pending setting has an original (begin records both), which holds
-                # the rest of its identity; the pending record keeps just the value.
-                before = {k: dataclasses.replace(self.originals[k], value=v)
-                          for k, v in p["before"].items()}
-                self.pending = Pending(p["started_at"], p["pid"], before)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise JournalError(
-                f"{self.path}: unreadable journal ({exc}); it holds the originals of tuned "
-                "settings, so nothing is applied until it is repaired or moved aside"
-            ) from exc
+            for line in complete[1:]:
+                self._replay(json.loads(line))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._unreadable(exc) from exc
+        self._records = len(complete)
 
-    def save(self) -> None:
-        data = {
-            "version": FORMAT_VERSION,
-            "originals": {k: v.to_json() for k, v in sorted(self.originals.items())},
-            "pending": None,
-        }
-        if self.pending is not None:
-            data["pending"] = {
-                "started_at": self.pending.started_at,
-                "pid": self.pending.pid,
-                "before": {k: v.value for k, v in self.pending.before.items()},
-            }
+    def _replay(self, record: dict[str, Any]) -> None:
+        kind = record["t"]
+        if kind == "orig":
+            self.originals[record["id"]] = Original(
+                record["kind"], record["device"], record["ifindex"], record["key"],
+                record["value"], record["at"])
+        elif kind == "drop":
+            for key in record["ids"]:
+                self.originals.pop(key, None)
+        elif kind == "begin":
+            # Every pending setting has an original (begin records both first), which holds
+            # the rest of its identity; the begin record keeps just the value.
+            before = {k: dataclasses.replace(self.originals[k], value=v)
+                      for k, v in record["before"].items()}
+            self.pending = Pending(record["at"], record["pid"], before)
+        elif kind == "end":
+            self.pending = None
+        else:
+            raise ValueError(f"unknown record type {kind!r}")
+
+    def _unreadable(self, exc: Exception) -> JournalError:
+        return JournalError(
+            f"{self.path}: unreadable journal ({exc}); it holds the originals of tuned "
+            "settings, so nothing is applied until it is repaired or moved aside"
+        )
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        """Append records durably; compact instead when the log has grown too long."""
+        if self._records + len(records) > 4 * len(self.originals) + _COMPACT_SLACK:
+            self.save()
+            return
+        self._disk_pending = (self._disk_pending if records[-1]["t"] not in ("begin", "end")
+                              else records[-1]["t"] == "begin")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_atomic(self.path, json.dumps(data, separators=(",", ":")).encode())
+            if not self.path.exists():
+                self.save()
+                return
+            data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+            with open(self.path, "r+b") as handle:
+                handle.seek(0, os.SEEK_END)
+                end = handle.tell()
+                if end:  # drop a torn tail left by a crash before appending after it
+                    handle.seek(max(0, end - 1))
+                    if handle.read(1) != b"\n":
+                        start = self._tail_start(handle)
+                        handle.truncate(start)
+                        handle.seek(start)
+                handle.write(data.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
         except OSError as exc:
             raise JournalError(f"{self.path}: cannot write journal: {exc}") from exc
+        self._records += len(records)
+
+    @staticmethod
+    def _tail_start(handle) -> int:
+        handle.seek(0)
+        content = handle.read()
+        return content.rfind(b"\n") + 1
+
+    def save(self) -> None:
+        """Rewrite the whole journal atomically from memory (compaction)."""
+        records: list[dict[str, Any]] = [{"t": "header", "version": FORMAT_VERSION}]
+        records += [_orig_record(k, o) for k, o in sorted(self.originals.items())]
+        if self.pending is not None:
+            records.append(self._begin_record(self.pending))
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomic(self.path, data.encode())
+        except OSError as exc:
+            raise JournalError(f"{self.path}: cannot write journal: {exc}") from exc
+        self._records = len(records)
+        self._disk_pending = self.pending is not None
+
+    @staticmethod
+    def _begin_record(pending: Pending) -> dict[str, Any]:
+        return {"t": "begin", "pid": pending.pid, "at": pending.started_at,
+                "before": {k: o.value for k, o in pending.before.items()}}
 
     def begin(self, changes: Iterable[Change], pid: int) -> list[str]:
         """Record originals (never overwriting an older one) and the pre-transaction values,
@@ -113,17 +193,20 @@ class Journal:
                 self.originals[change.id] = record
                 fresh.append(change.id)
         self.pending = Pending(now, pid, before)
-        self.save()
+        self._append([_orig_record(k, self.originals[k]) for k in fresh]
+                     + [self._begin_record(self.pending)])
         return fresh
 
     def finish(self, forget: Iterable[str] = ()) -> None:
         """Close the transaction; ``forget`` drops originals of settings it left unchanged."""
-        for key in forget:
-            self.originals.pop(key, None)
+        dropped = [key for key in forget if self.originals.pop(key, None) is not None]
         self.pending = None
-        self.save()
+        self._append(([{"t": "drop", "ids": dropped}] if dropped else []) + [{"t": "end"}])
 
     def drop(self, ids: Iterable[str]) -> None:
-        for key in ids:
-            self.originals.pop(key, None)
-        self.save()
+        dropped = [key for key in ids if self.originals.pop(key, None) is not None]
+        records: list[dict[str, Any]] = [{"t": "drop", "ids": dropped}] if dropped else []
+        if self.pending is None and self._disk_pending:  # a restore closed the transaction
+            records.append({"t": "end"})
+        if records:
+            self._append(records)

@@ -37,7 +37,7 @@ def restore(session: KernelSession, journal: Journal,
     report = RestoreReport()
     by_index = {link.index: link for link in session.links().values()}
     placed: list[tuple[Original, Target]] = []
-    for key, original in journal.originals.items():
+    for key, original in sorted(journal.originals.items()):
         if only is not None and key not in only:
             continue
         target = current_target(original, by_index)

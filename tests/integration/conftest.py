@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nodenetd.tuning.journal import Journal
 from tests.lab.netns import Netns
 
 
@@ -31,8 +32,15 @@ class Node:
 
     @property
     def journal(self) -> dict:
-        path = self.state_dir / "journal.json"
-        return json.loads(path.read_text()) if path.exists() else {"originals": {}, "pending": None}
+        """The journal as nodenetd's own reader replays it."""
+        journal = Journal(self.state_dir)
+        pending = journal.pending
+        return {
+            "originals": {k: {"value": o.value, "device": o.device, "ifindex": o.ifindex}
+                          for k, o in journal.originals.items()},
+            "pending": None if pending is None else {"pid": pending.pid,
+                                                     "settings": len(pending.before)},
+        }
 
     def write_profile(self, name: str, text: str) -> Path:
         path = self.root / "profiles" / f"{name}.yaml"

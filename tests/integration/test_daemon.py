@@ -182,7 +182,7 @@ def test_invalid_reload_is_rejected_and_the_running_config_stays(running):
 
 def test_noop_reload_flaps_nothing_and_writes_nothing(running):
     node, _daemon = running
-    journal = node.state_dir / "journal.json"
+    journal = node.state_dir / "journal.log"
     before = journal.stat()
     monitor, lines = watch_links(node)
     try:

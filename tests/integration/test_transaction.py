@@ -194,7 +194,7 @@ def test_bad_profile_changes_nothing(node, profile, message):
     assert "nothing was changed" in result.stderr
     assert node.ns.sysctl("net.core.somaxconn") == somaxconn
     assert node.ns.link("lab0")["mtu"] == 1500
-    assert not (node.state_dir / "journal.json").exists()
+    assert not (node.state_dir / "journal.log").exists()
 
 
 @pytest.mark.parametrize(
@@ -214,7 +214,7 @@ def test_bad_node_config_changes_nothing(node, config, message):
     assert result.returncode == 3, result.stderr
     assert message in result.stderr
     assert node.ns.link("lab0")["mtu"] == 1500
-    assert not (node.state_dir / "journal.json").exists()
+    assert not (node.state_dir / "journal.log").exists()
 
 
 def test_dry_run_plans_under_the_lock_and_changes_nothing(node):
@@ -225,7 +225,7 @@ def test_dry_run_plans_under_the_lock_and_changes_nothing(node):
     assert result.returncode == 0
     assert "dry run: nothing was changed" in result.stdout and "link.mtu" in result.stdout
     assert node.ns.link("lab0")["mtu"] == 1500
-    assert not (node.state_dir / "journal.json").exists()
+    assert not (node.state_dir / "journal.log").exists()
 
 
 def test_validate_reports_every_issue_with_file_and_line(node):
