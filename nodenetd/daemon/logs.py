@@ -29,7 +29,7 @@ except ImportError:  # the optional `systemd` extra is not installed: stderr onl
     _journal = None
 
 __all__ = ["JOURNAL_SOCKET", "SYSLOG_IDENTIFIER", "journal_wanted", "log_change",
-           "setup_logging"]
+           "setup_logging", "stderr_is_journal"]
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"  # where libsystemd's sd_journal_send() writes
 SYSLOG_IDENTIFIER = "nodenetd"

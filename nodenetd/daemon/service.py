@@ -25,6 +25,7 @@ from nodenetd.daemon.api import Reply
 from nodenetd.daemon.logs import log_change
 from nodenetd.daemon.sources.ethtool_monitor import EthtoolMonitor
 from nodenetd.daemon.sources.rtnl import LinkChange, LinkEvents
+from nodenetd.daemon.sources.udev import UdevEvents
 from nodenetd.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
 from nodenetd.errors import ApplyFailed, ConfigError, LockBusy, NodenetdError
 from nodenetd.tuning import engine
@@ -41,6 +42,7 @@ log = logging.getLogger("nodenetd")
 
 EXIT_CONFIG = 3
 EXIT_LOCKED = 4
+UDEV_WAIT = 5.0  # seconds a new NIC waits for udev when a selector needs udev properties
 
 
 @dataclass
@@ -96,6 +98,8 @@ class Service:
         self.tuned: dict[int, str] = {}  # ifindex -> name of interfaces reconciled once
         self.paused = False  # after a restore request: hands off until apply or reload
         self._dirty: set[str] = set()
+        self._udev_timers: dict[int, asyncio.TimerHandle] = {}  # NICs waiting for udev
+        self._udev_gave_up: set[int] = set()
         self._flush_scheduled = False
         self._stop = asyncio.Event()
         self._lock: MutationLock | None = None
@@ -135,6 +139,8 @@ class Service:
             self.ethtool_monitor.start(loop)
         except NodenetdError as exc:  # old kernels: drift in offloads is caught by resyncs
             log.warning("no ethtool notifications (%s); offload drift is found by resyncs", exc)
+        self.udev = UdevEvents(self._on_udev_event)
+        self.udev.start(loop)  # optional: without udevd it stays off and says why
         self.notifier.status("applying profiles")
         self.reconcile(None, reason="start")
         server = await control.serve(self.settings.control_socket, self)
@@ -156,6 +162,7 @@ class Service:
         server.close()
         self.events.close()
         self.ethtool_monitor.close()
+        self.udev.close()
         self._on_stop()
         self.session.close()
         return 0
@@ -207,6 +214,9 @@ class Service:
         journal: its originals died with it."""
         self.tuned.pop(ifindex, None)
         self._dirty.discard(name)
+        self._udev_gave_up.discard(ifindex)
+        if (timer := self._udev_timers.pop(ifindex, None)) is not None:
+            timer.cancel()
         stale = [key for key, o in self.journal.originals.items() if o.ifindex == ifindex]
         if stale:
             self.journal.drop(stale)
@@ -223,8 +233,43 @@ class Service:
     def _flush(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, set()
+        dirty -= self._waiting_for_udev(dirty)
         if dirty and not self.paused:
             self.reconcile(dirty, reason="event")
+
+    def _waiting_for_udev(self, names: set[str]) -> set[str]:
+        """New NICs udev has not processed yet, when a selector matches on udev properties:
+        they wait for udev's event (or UDEV_WAIT seconds) so ID_PATH rules see them."""
+        if not self.udev.available or not any(
+                rule.selector.needs_udev for rule in self.loaded.resolved.rules):
+            return set()
+        waiting = set()
+        for name in names:
+            link = self.events.view.links.get(name)
+            if (link is None or link.index in self.tuned or link.index in self._udev_gave_up
+                    or self.udev.initialized(link.index)):
+                continue
+            if link.index not in self._udev_timers:
+                self._udev_timers[link.index] = asyncio.get_running_loop().call_later(
+                    UDEV_WAIT, self._give_up_on_udev, link.index)
+            waiting.add(name)
+        return waiting
+
+    def _give_up_on_udev(self, ifindex: int) -> None:
+        self._udev_timers.pop(ifindex, None)
+        self._udev_gave_up.add(ifindex)
+        if (link := self.events.view.by_index.get(ifindex)) is not None:
+            log.warning("udev has not processed %s after %.0fs; tuning it without udev "
+                        "properties", link.name, UDEV_WAIT)
+            self._mark_dirty(link.name)
+
+    def _on_udev_event(self, action: str, ifname: str, ifindex: int,
+                       properties: object) -> None:
+        self.counters.events[f"udev-{action}"] += 1
+        if (timer := self._udev_timers.pop(ifindex, None)) is not None:
+            timer.cancel()
+        if action in ("add", "move", "change") and ifname in self.events.view.links:
+            self._mark_dirty(ifname)
 
     def _check_sysctls(self) -> None:
         if not self.paused:

@@ -14,6 +14,7 @@ after ``WatchdogSec``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -25,6 +26,8 @@ except ImportError:  # the optional `systemd` extra is not installed
     _sd_daemon = None
 
 __all__ = ["Notifier", "monotonic_usec", "watchdog_interval", "watchdog_loop"]
+
+log = logging.getLogger(__name__)
 
 
 def monotonic_usec() -> int:
@@ -38,7 +41,9 @@ def _one_line(text: str) -> str:
 
 
 class Notifier:
-    """Typed sd_notify messages. Each returns True when the message was sent."""
+    """Typed sd_notify messages. Each returns True when the message was sent; a socket that
+    cannot be reached is logged, never raised: the daemon's work matters more than its
+    report."""
 
     def ready(self, status: str | None = None) -> bool:
         """Startup or a reload finished: READY=1, with an optional STATUS= line."""
@@ -68,9 +73,13 @@ class Notifier:
         if status is not None:
             lines.append(f"STATUS={_one_line(status)}")
         message = "\n".join(lines)
-        if _sd_daemon is not None:
-            return bool(_sd_daemon.notify(message))
-        return _notify_socket(message)
+        try:
+            if _sd_daemon is not None:
+                return bool(_sd_daemon.notify(message))
+            return _notify_socket(message)
+        except OSError as exc:
+            log.warning("sd_notify %s failed: %s", message.split("\n", 1)[0], exc)
+            return False
 
 
 def _notify_socket(message: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import errno
 import fcntl
+import os
 import socket
 import struct
 from collections.abc import Mapping, Sequence
@@ -264,10 +265,15 @@ def driver_name(ifname: str) -> str | None:
 
 
 def udev_properties(ifname: str) -> Mapping[str, str]:
-    """udev's properties for a network interface (ID_PATH, ID_NET_DRIVER...), or {}."""
+    """udev's properties for a network interface (ID_PATH, ID_NET_DRIVER...), or {}.
+
+    Only in udevd's own network namespace (PID 1's): elsewhere udev never handled the
+    device, and its database, keyed by ifindex, would describe a host interface instead."""
     import pyudev
 
     try:
+        if os.stat("/proc/self/ns/net").st_ino != os.stat("/proc/1/ns/net").st_ino:
+            return {}
         device = pyudev.Devices.from_name(pyudev.Context(), "net", ifname)
     except (pyudev.DeviceNotFoundError, OSError):
         return {}

@@ -122,8 +122,8 @@ def test_what_security_still_flags_is_exactly_what_is_documented() -> None:
     checks = json.loads(security("--json=short"))
     flagged = {check["name"] for check in checks if check["exposure"] not in (None, "0.0")}
     assert flagged == OPEN.keys()
-    readme = (UNIT.parent / "README.md").read_text()
-    assert all(f"`{name}`" in readme for name in OPEN), "each open check has a README entry"
+    readme = (UNIT.parent / "README.md").read_text().replace("\\|", "|")  # table escapes
+    assert [name for name in OPEN if f"`{name}`" not in readme] == [], "undocumented in README"
 
 
 # -- the unit's contract ----------------------------------------------------------------------

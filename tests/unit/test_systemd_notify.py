@@ -171,6 +171,14 @@ def test_everything_is_a_no_op_without_notify_socket(backend: str,
     assert sent == [False] * 5
 
 
+def test_an_unreachable_socket_is_reported_not_raised(backend: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
+    assert Notifier().watchdog() is False
+    assert "sd_notify WATCHDOG=1 failed" in caplog.text
+
+
 # -- watchdog interval ------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("environ", "expected"), [
