@@ -40,6 +40,7 @@ from nodenetd.tuning.transaction import Transaction, recover
 
 log = logging.getLogger("nodenetd")
 
+EXIT_FAILED = 1
 EXIT_CONFIG = 3
 EXIT_LOCKED = 4
 UDEV_WAIT = 5.0  # seconds a new NIC waits for udev when a selector needs udev properties
@@ -121,6 +122,9 @@ class Service:
             return EXIT_LOCKED
         try:
             return await self._serve()
+        except NodenetdError as exc:  # an unreadable journal, a broken state dir...
+            log.error("cannot run: %s", exc)
+            return EXIT_FAILED
         finally:
             self._lock.__exit__(None, None, None)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from nodenetd.errors import LockBusy
+from nodenetd.tuning.atomic import create_state_file
 
 
 class MutationLock:
@@ -19,7 +20,7 @@ class MutationLock:
 
     def __enter__(self) -> MutationLock:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = create_state_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
