@@ -8,9 +8,11 @@ original on the node: the daemon tunes interfaces as they appear, and a Kubernet
 has thousands of them over a day. When the log has grown well past what it describes, it
 is compacted: rewritten atomically (temp file, fsync, rename, fsync the directory).
 
-Records: ``{"t": "header", "version": 1}`` first, then ``orig`` (one original), ``drop``
-(forget originals), ``begin`` (a transaction starts: the values it may change had just
-before) and ``end``. A crash can only tear the last line; replay ignores a torn tail.
+Records: ``{"t": "header", "version": 1}`` first, then ``origs`` (originals, as
+``[id, kind, device, ifindex, key, value, recorded_at]`` rows: one record per transaction,
+encoded in one call), ``drop`` (forget originals), ``begin`` (a transaction starts: the values
+it may change had just before) and ``end``. A crash can only tear the last line; replay
+ignores a torn tail.
 """
 
 from __future__ import annotations
@@ -30,7 +32,18 @@ from nodenetd.tuning.plan import Change, Target
 
 FORMAT_VERSION = 1
 JOURNAL_NAME = "journal.log"
-_COMPACT_SLACK = 1000  # records beyond the live ones tolerated before compacting
+_COMPACT_SLACK = 1000  # settings' worth of records beyond the live ones before compacting
+
+
+def _weight(record: dict[str, Any]) -> int:
+    """How many settings a record speaks of: the log's growth, for deciding to compact."""
+    if record["t"] == "origs":
+        return len(record["rows"])
+    if record["t"] == "drop":
+        return len(record["ids"])
+    if record["t"] == "begin":
+        return len(record["before"])
+    return 1
 
 
 @dataclass(frozen=True)
@@ -57,9 +70,9 @@ class Pending:
     before: dict[str, Original]
 
 
-def _orig_record(key: str, o: Original) -> dict[str, Any]:
-    return {"t": "orig", "id": key, "kind": o.kind, "device": o.device, "ifindex": o.ifindex,
-            "key": o.key, "value": o.value, "at": o.recorded_at}
+def _origs_record(originals: Iterable[tuple[str, Original]]) -> dict[str, Any]:
+    return {"t": "origs", "rows": [[key, o.kind, o.device, o.ifindex, o.key, o.value,
+                                    o.recorded_at] for key, o in originals]}
 
 
 class Journal:
@@ -69,7 +82,7 @@ class Journal:
         self.path = Path(state_dir) / JOURNAL_NAME
         self.originals: dict[str, Original] = {}
         self.pending: Pending | None = None
-        self._records = 0  # lines in the file, for deciding when to compact
+        self._records = 0  # settings the log's records speak of (see _weight)
         self._load()
         self._disk_pending = self.pending is not None  # the log ends inside a transaction
 
@@ -92,17 +105,17 @@ class Journal:
                     f"(first line {complete[0][:80] if complete else tail[:80]!r})"
                 )
             for line in complete[1:]:
-                self._replay(json.loads(line))
+                record = json.loads(line)
+                self._replay(record)
+                self._records += _weight(record)
         except (ValueError, KeyError, TypeError) as exc:
             raise self._unreadable(exc) from exc
-        self._records = len(complete)
 
     def _replay(self, record: dict[str, Any]) -> None:
         kind = record["t"]
-        if kind == "orig":
-            self.originals[record["id"]] = Original(
-                record["kind"], record["device"], record["ifindex"], record["key"],
-                record["value"], record["at"])
+        if kind == "origs":
+            for key, *fields in record["rows"]:
+                self.originals[key] = Original(*fields)
         elif kind == "drop":
             for key in record["ids"]:
                 self.originals.pop(key, None)
@@ -127,7 +140,8 @@ class Journal:
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         """Append records durably; compact instead when the log has grown too long."""
-        if self._records + len(records) > 4 * len(self.originals) + _COMPACT_SLACK:
+        growth = sum(_weight(r) for r in records)
+        if self._records + growth > 2 * len(self.originals) + _COMPACT_SLACK:
             self.save()
             return
         self._disk_pending = (self._disk_pending if records[-1]["t"] not in ("begin", "end")
@@ -151,7 +165,7 @@ class Journal:
                 os.fsync(handle.fileno())
         except OSError as exc:
             raise JournalError(f"{self.path}: cannot write journal: {exc}") from exc
-        self._records += len(records)
+        self._records += growth
 
     @staticmethod
     def _tail_start(handle) -> int:
@@ -162,7 +176,8 @@ class Journal:
     def save(self) -> None:
         """Rewrite the whole journal atomically from memory (compaction)."""
         records: list[dict[str, Any]] = [{"t": "header", "version": FORMAT_VERSION}]
-        records += [_orig_record(k, o) for k, o in sorted(self.originals.items())]
+        if self.originals:
+            records.append(_origs_record(sorted(self.originals.items())))
         if self.pending is not None:
             records.append(self._begin_record(self.pending))
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
@@ -171,7 +186,7 @@ class Journal:
             write_atomic(self.path, data.encode())
         except OSError as exc:
             raise JournalError(f"{self.path}: cannot write journal: {exc}") from exc
-        self._records = len(records)
+        self._records = sum(_weight(r) for r in records[1:])
         self._disk_pending = self.pending is not None
 
     @staticmethod
@@ -193,8 +208,8 @@ class Journal:
                 self.originals[change.id] = record
                 fresh.append(change.id)
         self.pending = Pending(now, pid, before)
-        self._append([_orig_record(k, self.originals[k]) for k in fresh]
-                     + [self._begin_record(self.pending)])
+        records = [_origs_record((k, self.originals[k]) for k in fresh)] if fresh else []
+        self._append([*records, self._begin_record(self.pending)])
         return fresh
 
     def finish(self, forget: Iterable[str] = ()) -> None:
