@@ -615,6 +615,35 @@ class MulticastSocket:
             raise OSError(errno_mod.ENOBUFS, "a notification was larger than the read buffer")
         return self._view[:nbytes].tobytes()
 
+    def pump(self, handle: Callable[[bytes], None], budget: int) -> int | None:
+        """Hand up to ``budget`` queued datagrams to ``handle`` (the readable callback of an
+        event source). After an overflow, read the queue empty instead and return how many
+        datagrams were discarded: the caller must resynchronise. None: no loss."""
+        for _ in range(budget):
+            try:
+                data = self.recv()
+            except OSError as exc:
+                if exc.errno != errno_mod.ENOBUFS:
+                    raise
+                return self._discard_queue()
+            if data is None:
+                return None
+            handle(data)
+        return None
+
+    def _discard_queue(self) -> int:
+        """Everything queued predates the loss, and the kernel drops every new notification
+        until the queue is empty: empty it."""
+        discarded = 0
+        while True:
+            try:
+                if self.recv() is None:
+                    return discarded
+                discarded += 1
+            except OSError as exc:
+                if exc.errno != errno_mod.ENOBUFS:
+                    raise
+
     def close(self) -> None:
         self._sock.close()
 

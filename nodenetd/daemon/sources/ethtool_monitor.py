@@ -21,7 +21,6 @@ the daemon re-reads the ethtool state of every device it manages.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -136,20 +135,10 @@ class EthtoolMonitor:
         self._loop = None
 
     def _on_readable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        for _ in range(self._budget):
-            try:
-                data = sock.recv()
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                self._overflowed(sock)
-                return
-            if data is None:
-                return
-            self.handle(data)
+        if self._sock is not None:
+            discarded = self._sock.pump(self.handle, self._budget)
+            if discarded is not None:
+                self._overflowed()
 
     def handle(self, data: bytes) -> None:
         """Dispatch the notifications in one datagram (public for recorded messages)."""
@@ -175,15 +164,8 @@ class EthtoolMonitor:
             except Exception:
                 log.exception("ethtool: the handler failed on %s of ifindex %d", kind, ifindex)
 
-    def _overflowed(self, sock: MulticastSocket) -> None:
+    def _overflowed(self) -> None:
         self.overflows += 1
-        while True:  # the kernel drops everything until the queue is empty: empty it
-            try:
-                if sock.recv() is None:
-                    break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
         log.warning("ethtool: receive buffer overflow, notifications lost")
         if self._on_overflow is not None:
             try:

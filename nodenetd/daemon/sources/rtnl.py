@@ -34,7 +34,6 @@ thread on purpose: the view must not move while a dump is merged into it.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 from collections import Counter
@@ -280,21 +279,12 @@ class LinkEvents:
     # -- the readable callback
 
     def _on_readable(self) -> None:
-        sock = self._sock
-        if sock is None:
+        if self._sock is None:
             return
         self.wakeups += 1
-        for _ in range(self._budget):
-            try:
-                data = sock.recv()
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                self._overflowed(sock)
-                return
-            if data is None:
-                return
-            self._handle(data)
+        discarded = self._sock.pump(self._handle, self._budget)
+        if discarded is not None:
+            self._overflowed(discarded)
 
     def _handle(self, data: bytes) -> None:
         try:
@@ -330,23 +320,14 @@ class LinkEvents:
         except Exception:
             log.exception("rtnetlink: the handler failed on %s %s", change.action, change.link.name)
 
-    def _overflowed(self, sock: MulticastSocket) -> None:
-        """ENOBUFS: read the queue empty (it all predates the loss, and until it is empty the
-        kernel drops every new notification), then resynchronise from a dump."""
+    def _overflowed(self, discarded: int) -> None:
+        """Notifications were lost (the queue, all older than the loss, is already
+        discarded): resynchronise from a dump."""
         self.overflows += 1
-        discarded = 0
-        while True:
-            try:
-                if sock.recv() is None:
-                    break
-                discarded += 1
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
         log.warning(
             "rtnetlink: receive buffer overflow (%d bytes), notifications lost; "
             "discarded %d queued, resynchronising from a dump",
-            sock.rcvbuf,
+            self.rcvbuf,
             discarded,
         )
         self._resync_or_retry()
