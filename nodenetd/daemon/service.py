@@ -16,6 +16,7 @@ import collections
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,8 +153,8 @@ class Service:
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         timers = [
-            asyncio.create_task(self._every(self.settings.sysctl_interval, self._check_sysctls)),
-            asyncio.create_task(self._every(self.settings.resync_interval, self._resync)),
+            asyncio.create_task(self._every("sysctl_interval", self._check_sysctls)),
+            asyncio.create_task(self._every("resync_interval", self._resync)),
         ]
         if (interval := watchdog_interval()) is not None:
             timers.append(asyncio.create_task(watchdog_loop(self.notifier, interval)))
@@ -181,9 +182,10 @@ class Service:
             log.info("stopping: keeping the tuning (on_stop: keep); %d original(s) journaled",
                      len(self.journal.originals))
 
-    async def _every(self, seconds: float, action) -> None:
+    async def _every(self, setting: str, action: Callable[[], object]) -> None:
+        """Run ``action`` every ``daemon.<setting>`` seconds, as the current config says."""
         while True:
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(getattr(self.settings, setting))
             action()
 
     def _status_line(self) -> str:

@@ -69,7 +69,7 @@ class DampingConfig:
     @property
     def ceiling(self) -> float:
         """The highest figure of merit: decays to ``reuse`` in exactly ``max_suppress``."""
-        return self.reuse * 2.0 ** (self.max_suppress / self.half_life)
+        return self.reuse * math.exp2(self.max_suppress / self.half_life)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +109,7 @@ class FlapDamper:
         if self._value == 0.0:
             return 0.0
         elapsed = self._clamp(now) - self._at
-        return self._value * 2.0 ** (-elapsed / self.config.half_life)
+        return self._value * math.exp2(-elapsed / self.config.half_life)
 
     def suppressed(self, now: float) -> bool:
         return self._reuse_at is not None and self._clamp(now) < self._reuse_at

@@ -184,6 +184,9 @@ class MemberHealth:
 
     def observe(self, signal: Signal) -> list[Transition]:
         """Take one link signal or probe result; returns the transitions it caused."""
+        if not isinstance(signal, LinkSignal | ProbeResult):
+            # e.g. the probes' own result record, unconverted: fail loudly, never drop it.
+            raise TypeError(f"{self.name}: not a health signal: {type(signal).__qualname__}")
         if signal.member != self.name:
             raise ValueError(f"signal for {signal.member} fed to member {self.name}")
         now = max(signal.at, self._now)
@@ -193,7 +196,7 @@ class MemberHealth:
                 self._targets.reset()
             self._link = signal
             self._path = self._targets.verdict
-        elif isinstance(signal, ProbeResult):
+        else:
             self._path = self._targets.record(signal)
         healthy = self._link is not None and self._link.up and self._path.up
         if healthy != self._healthy:
@@ -306,7 +309,7 @@ class MemberHealth:
         if standing is Standing.FALLING:
             return cause, f"{text}; out of use in {cfg.down_delay:g} s unless they recover"
         if previous is Standing.FALLING and cause is Cause.PROBE_TARGETS_LOST:
-            return cause, f"{text} for down_delay {cfg.down_delay:g} s"
+            return cause, f"{text}, for down_delay {cfg.down_delay:g} s"
         if released:
             return Cause.DAMPING, f"{released}still down: {text}"
         return cause, text
