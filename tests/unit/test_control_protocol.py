@@ -71,6 +71,14 @@ class Loop:
     def run(self, coro, timeout: float = 10):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def close_server(self, server: control.ControlServer) -> None:
+        """Close on the loop's own thread: asyncio servers are not thread-safe."""
+
+        async def close() -> None:
+            server.close()
+
+        self.run(close())
+
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
@@ -98,7 +106,8 @@ def fake() -> FakeController:
 def server(loop: Loop, sock_path: str, fake: FakeController) -> Iterator[control.ControlServer]:
     srv = loop.run(control.serve(sock_path, fake))
     yield srv
-    srv.close()
+
+    loop.close_server(srv)
     loop.run(srv.wait_closed())
 
 
@@ -157,7 +166,7 @@ def test_every_reply_field_survives_the_wire(loop, tmp_path):
             3, "text\nwith lines", {"nested": [1, {"a": None}], "ü": "ß"},
             error="invalid configuration:\nx.yaml:3: bad")
     finally:
-        srv.close()
+        loop.close_server(srv)
 
 
 # -- malformed requests: exit 64, and the server keeps serving ---------------------------------
@@ -232,7 +241,7 @@ def test_silent_client_is_answered_after_the_request_timeout(loop, tmp_path, fak
         assert "no request line within 0.2 s" in reply["error"]
         still_serving(path)
     finally:
-        srv.close()
+        loop.close_server(srv)
 
 
 def test_client_that_connects_and_leaves_is_no_problem(server, sock_path, fake):
@@ -279,7 +288,7 @@ def test_concurrent_clients_are_served_one_command_at_a_time(loop, sock_path):
                 lambda cmd: control.call(sock_path, cmd, {}, timeout=10), commands))
         elapsed = time.monotonic() - started
     finally:
-        srv.close()
+        loop.close_server(srv)
 
     assert [r.text for r in replies] == [f"did {c}" for c in commands]
     assert sorted(c for c, _ in fake.calls) == sorted(commands)
@@ -297,7 +306,7 @@ def test_client_timeout_is_a_clear_error_and_the_command_still_completes(loop, s
         still_serving(sock_path)  # waits its turn behind the slow apply
         assert [c for c, _ in fake.calls] == ["apply", "status"]
     finally:
-        srv.close()
+        loop.close_server(srv)
 
 
 def test_close_finishes_the_running_command_and_refuses_the_queued(loop, sock_path):
@@ -348,7 +357,7 @@ def test_serve_replaces_a_stale_socket(loop, tmp_path, fake):
     try:
         still_serving(path)
     finally:
-        srv.close()
+        loop.close_server(srv)
     assert not os.path.exists(path)
 
 
@@ -372,11 +381,11 @@ def test_close_leaves_a_successors_socket_alone(loop, tmp_path, fake):
     old = loop.run(control.serve(path, fake))
     os.unlink(path)  # e.g. removed by hand; a new daemon binds the path
     new = loop.run(control.serve(path, fake))
-    old.close()
+    loop.close_server(old)
     try:
         still_serving(path)
     finally:
-        new.close()
+        loop.close_server(new)
 
 
 def test_socket_path_precedence(monkeypatch):
@@ -447,7 +456,7 @@ def test_non_root_peer_is_refused_by_its_credentials(loop, world_dir, fake):
         assert fake.calls == []
         still_serving(path)  # root still is
     finally:
-        srv.close()
+        loop.close_server(srv)
 
 
 @needs_root
@@ -462,4 +471,4 @@ def test_non_root_client_is_stopped_by_the_socket_mode(loop, world_dir, fake):
         assert "run nodenetctl as root" in result["message"]
         assert fake.calls == []
     finally:
-        srv.close()
+        loop.close_server(srv)
