@@ -69,9 +69,10 @@ def test_bond_is_created_with_its_options(lab):
     status = lab.bond.status("bond0")
     data = lab.witness("bond0")["linkinfo"]["info_data"]
 
+    options = status.options
     assert (status.mode, data["mode"]) == ("active-backup", "active-backup")
-    assert (status.miimon, data["miimon"]) == (50, 50)
-    assert (status.updelay, status.downdelay) == (data["updelay"], data["downdelay"]) == (0, 0)
+    assert (options.miimon, data["miimon"]) == (50, 50)
+    assert (options.updelay, options.downdelay) == (data["updelay"], data["downdelay"]) == (0, 0)
     assert [m.name for m in status.members] == ["m0", "m1"]
     for member in status.members:
         assert lab.witness(member.name)["master"] == "bond0"
@@ -115,7 +116,8 @@ def test_set_active_to_a_member_without_link_is_refused(lab):
     with pytest.raises(Refused) as err:
         lab.bond.set_active("bond0", other)
 
-    assert (err.value.target, err.value.setting) == ("bond0", f"active member {other}")
+    assert (err.value.target, err.value.setting) == ("bond0", "bond.active_slave")
+    assert f"make {other} active" in err.value.reason
     assert lab.bond.status("bond0").active_member == first
 
 
