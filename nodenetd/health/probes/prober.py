@@ -74,6 +74,7 @@ import secrets
 import socket
 import struct
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -310,7 +311,7 @@ class _Probe:
         return None
 
 
-class _Channel:
+class _Channel(ABC):
     """One socket of a member and the probes that use it."""
 
     def __init__(self, prober: Prober, sock: socket.socket) -> None:
@@ -322,11 +323,12 @@ class _Channel:
     def add(self, probe: _Probe) -> None:
         self.by_target[probe.target_packed] = probe
 
+    @abstractmethod
     def send(self, probe: _Probe, pending: _Pending) -> None:
-        raise NotImplementedError
+        """Put one probe on the wire."""
 
-    def expired(self, pending: _Pending) -> None:
-        """A probe of this channel timed out."""
+    def expired(self, pending: _Pending) -> None:  # noqa: B027 - an optional hook
+        """A probe of this channel timed out (channels that track neighbours override it)."""
 
     def drain(self) -> None:
         """Read every queued datagram, each with its kernel receive time on the monotonic
@@ -351,8 +353,9 @@ class _Channel:
                     received = min(now, seconds - offset + nanoseconds * 1e-9)
             self.received(data, address, received)
 
+    @abstractmethod
     def received(self, data: bytes, address: tuple, at: float) -> None:
-        raise NotImplementedError
+        """Match one received datagram to the probe it answers."""
 
     def answered_by_neighbour(self, probe: _Probe, at: float, mac: bytes) -> None:
         """An ARP or NA reply for ``probe``'s target: credit the oldest unanswered probe that
