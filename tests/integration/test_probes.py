@@ -317,6 +317,11 @@ def test_a_cut_is_reported_within_a_few_intervals(lab):
     events = summary["events"]
     assert summary["started"] < before - 0.3  # the prober was up well before the cut
 
+    delivered: dict[tuple, list] = defaultdict(list)
+    for event in events:
+        delivered[tuple(event[:3])].append(event[5])
+    for at in delivered.values():  # each target's outcomes come in the order they happened
+        assert at == sorted(at)
     by_probe: dict[tuple, list] = defaultdict(list)
     for event in sorted(events, key=lambda e: e[6]):  # by send time
         by_probe[tuple(event[:3])].append(event)
@@ -328,7 +333,7 @@ def test_a_cut_is_reported_within_a_few_intervals(lab):
             assert sum(oks) >= 0.95 * len(oks), (kind, target)
             assert "FFF" not in "".join("T" if ok else "F" for ok in oks), (kind, target)
             continue
-        before_cut = [ok for _, _, _, ok, _, _, sent_at, _ in results if sent_at < before - 0.002]
+        before_cut = [e[3] for e in results if e[6] < before - 0.002]
         after_cut = [e for e in results if e[6] > after + 0.002]
         assert sum(before_cut) >= 0.95 * len(before_cut), (kind, target)
         assert after_cut and not any(e[3] for e in after_cut), (kind, target)
@@ -338,10 +343,37 @@ def test_a_cut_is_reported_within_a_few_intervals(lab):
         assert failures[0] - before < 0.1, (kind, target, failures[0] - before)
         detected.append(failures[2] - before)
     print(
-        f"\ngray failure: 3 failed 10 ms probes reported {min(detected) * 1000:.1f}-"
-        f"{max(detected) * 1000:.1f} ms after the cut (bound: 4 intervals = 40 ms)"
+        f"\ngray failure: the 3rd failed 10 ms probe at {min(detected) * 1000:.1f}-"
+        f"{max(detected) * 1000:.1f} ms after the cut began (the cut took "
+        f"{(after - before) * 1000:.1f} ms; bound: 4 intervals = 40 ms)"
     )
     assert max(detected) < 0.2
+
+
+def test_replies_are_reported_at_once_at_slow_rates_and_by_the_next_slot_at_fast_ones(lab):
+    """At 10 ms the prober reads replies when it wakes for the next slot (one wakeup per slot
+    for everything); at 200 ms it also watches its sockets and reports each reply as it comes.
+    Either way a result's ``at`` and RTT come from the kernel's receive timestamp."""
+    fast = [{"member": "a0", "specs": specs("a0", ("icmp", "ns"), interval=0.01)}]
+    slow = [{"member": "a0", "specs": specs("a0", ("icmp", "ns"), interval=0.2)}]
+
+    lags = {}
+    for name, probers in (("fast", fast), ("slow", slow)):
+        summary = lab.probe(probers, duration=1.0, events=True)
+        oks = [e for e in summary["events"] if e[3]]
+        assert len(oks) >= (300 if name == "fast" else 16)
+        for e in oks:
+            assert e[6] <= e[5] <= e[8]  # sent <= received <= delivered
+            assert e[4] == pytest.approx(e[5] - e[6])  # rtt = received - sent
+        lags[name] = sorted(e[8] - e[5] for e in oks)
+    p50 = {name: lag[len(lag) // 2] for name, lag in lags.items()}
+    print(
+        f"\nreply to report, median: {p50['fast'] * 1000:.2f} ms at 10 ms probes, "
+        f"{p50['slow'] * 1000:.2f} ms at 200 ms probes"
+    )
+    assert max(lags["fast"]) < 0.05  # by the next slot, give or take a loaded host
+    assert p50["fast"] > 0.003  # ... not at once: that would be a wakeup per reply
+    assert p50["slow"] < 0.003  # at once
 
 
 def test_start_errors_name_the_member_and_what_was_wrong(lab):

@@ -11,9 +11,9 @@ summary; with ``"announce": true`` the line ``probing`` goes to stderr once ever
 started (a test starts its traffic then). The summary has, per probe, the
 counters, RTT percentiles in milliseconds and the successful replies per second; the process's
 CPU use (user + system) over the probing window as a fraction of one core; and, with
-``"events": true``, every result as ``[member, kind, target, ok, rtt, at, sent_at, error]``
-with monotonic times (the same clock in every namespace, so a test can line them up with
-the moment it broke a path).
+``"events": true``, every result in the order delivered, as ``[member, kind, target, ok,
+rtt, at, sent_at, error, delivered]`` with monotonic times (the same clock in every
+namespace, so a test can line them up with the moment it broke a path).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
                     result.at,
                     result.sent_at,
                     result.error,
+                    time.monotonic(),
                 ]
             )
 

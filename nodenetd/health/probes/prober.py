@@ -59,7 +59,8 @@ from that MAC and its name. Each member's port thus shows the switch one more MA
 port-security limit of one). ``mac=`` overrides the MAC; with a MAC that is not the member's
 current one, ARP/NS sources default the same way.
 
-Results go to ``on_result`` one by one, on the loop thread; the callback must not block.
+Results go to ``on_result`` one by one, on the loop thread, in order of ``at`` (so per target
+a timeout never follows a newer success); the callback must not block.
 ``counters()`` returns immutable snapshots that other threads may keep.
 """
 
@@ -248,6 +249,8 @@ class _Probe:
 
     __slots__ = (
         "channel",
+        "frame",
+        "frame_for",
         "interval",
         "kind",
         "last_rtt",
@@ -283,6 +286,8 @@ class _Probe:
         self.source = socket.inet_pton(family, source_text) if source_text else b""
         self.sockaddr: tuple = ()
         self.peer_mac: bytes | None = None
+        self.frame = b""  # the ARP/NS frame last built, and the peer MAC it was built for
+        self.frame_for: bytes | None = None
         self.outstanding: deque[_Pending] = deque()
         self.next_at = 0.0
         self.slot: int | None = None  # index of the next slot on the grid, after the first
@@ -330,12 +335,11 @@ class _Channel(ABC):
     def expired(self, pending: _Pending) -> None:  # noqa: B027 - an optional hook
         """A probe of this channel timed out (channels that track neighbours override it)."""
 
-    def drain(self) -> None:
+    def drain(self, now: float, offset: float) -> None:
         """Read every queued datagram, each with its kernel receive time on the monotonic
-        clock (the realtime stamp moved by the clocks' current offset, and never later than
-        now)."""
+        clock (the realtime stamp moved by ``offset``, realtime minus monotonic, and never
+        later than ``now``)."""
         sock = self.sock
-        now, offset = _clock_offset()
         for _ in range(_READ_BUDGET):
             try:
                 data, ancillary, _, address = sock.recvmsg(_BUFSIZE, _ANCSIZE)
@@ -428,8 +432,12 @@ class _ArpChannel(_Channel):
         self.mac = mac
 
     def send(self, probe: _Probe, pending: _Pending) -> None:
-        dst = probe.peer_mac or packets.BROADCAST_MAC
-        self.sock.send(packets.build_arp_request(self.mac, probe.source, probe.target_packed, dst))
+        if probe.frame_for != probe.peer_mac or not probe.frame:  # the same frame every time
+            dst = probe.peer_mac or packets.BROADCAST_MAC
+            target = probe.target_packed
+            probe.frame = packets.build_arp_request(self.mac, probe.source, target, dst)
+            probe.frame_for = probe.peer_mac
+        self.sock.send(probe.frame)
 
     def received(self, data: bytes, address: tuple, at: float) -> None:
         reply = packets.parse_arp_reply(data)
@@ -447,10 +455,12 @@ class _NdChannel(_Channel):
         self.mac = mac
 
     def send(self, probe: _Probe, pending: _Pending) -> None:
-        frame = packets.build_neighbor_solicit(
-            self.mac, probe.source, probe.target_packed, probe.peer_mac
-        )
-        self.sock.send(frame)
+        if probe.frame_for != probe.peer_mac or not probe.frame:  # the same frame every time
+            probe.frame = packets.build_neighbor_solicit(
+                self.mac, probe.source, probe.target_packed, probe.peer_mac
+            )
+            probe.frame_for = probe.peer_mac
+        self.sock.send(probe.frame)
 
     def received(self, data: bytes, address: tuple, at: float) -> None:
         advert = packets.parse_neighbor_advert(data)
@@ -506,6 +516,7 @@ class Prober:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._watching = False
+        self._results: list[ProbeResult] = []  # outcomes of this wakeup, delivered sorted
         self._closed = False
         self._callback_errors = 0
 
@@ -669,7 +680,7 @@ class Prober:
             return
         for channel in self._channels:
             if on:
-                loop.add_reader(channel.sock.fileno(), channel.drain)
+                loop.add_reader(channel.sock.fileno(), self._collect)
             else:
                 loop.remove_reader(channel.sock.fileno())
         self._watching = on
@@ -686,11 +697,7 @@ class Prober:
         if self._closed:
             return
         try:
-            for channel in self._channels:
-                channel.drain()
-            now = time.monotonic()
-            for probe in self._probes:
-                self._expire(probe, now)
+            now = self._collect()
             for probe in self._probes:
                 if probe.next_at <= now + _EARLY:
                     self._send(probe, probe.next_at)
@@ -702,8 +709,34 @@ class Prober:
                     probe.slot = slot
                     probe.next_at = slot * probe.interval
         finally:
+            self._flush()
             if not self._closed and self._loop is not None:
                 self._schedule()
+
+    def _collect(self) -> float:
+        """Read the replies of every socket (all of them: a reply still queued on another one
+        may be the one that meets a deadline), time out what is overdue, and deliver the
+        outcomes in order of ``at``; returns now."""
+        now, offset = _clock_offset()
+        try:
+            for channel in self._channels:
+                channel.drain(now, offset)
+            for probe in self._probes:
+                self._expire(probe, now)
+        finally:
+            self._flush()
+        return now
+
+    def _flush(self) -> None:
+        results, self._results = self._results, []
+        results.sort(key=_at)
+        for result in results:
+            try:
+                self.on_result(result)
+            except Exception:
+                self._callback_errors += 1
+                if self._callback_errors == 1:
+                    log.exception("%s: probe result callback failed (logged once)", self.member)
 
     def _schedule(self) -> None:
         wake = min(probe.next_at for probe in self._probes)
@@ -780,9 +813,8 @@ class Prober:
         return True
 
     def _emit(self, result: ProbeResult) -> None:
-        try:
-            self.on_result(result)
-        except Exception:
-            self._callback_errors += 1
-            if self._callback_errors == 1:
-                log.exception("%s: probe result callback failed (logged once)", self.member)
+        self._results.append(result)
+
+
+def _at(result: ProbeResult) -> float:
+    return result.at
