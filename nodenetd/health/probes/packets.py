@@ -229,7 +229,8 @@ def parse_arp_reply(frame: bytes) -> ArpReply | None:
 
 
 def solicited_node(address: bytes) -> bytes:
-    """ff02::1:ffXX:XXXX for an IPv6 address (RFC 4291 section 2.7.1)."""
+    """The solicited-node multicast address ff02::1:ff00:0/104 plus the low 24 bits of an
+    IPv6 address (RFC 4291 section 2.7.1)."""
     return bytes.fromhex("ff0200000000000000000001ff") + address[13:]
 
 

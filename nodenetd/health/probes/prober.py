@@ -426,18 +426,29 @@ class _EchoChannel(_Channel):
             del self.pending[reply.seq]
 
 
-class _ArpChannel(_Channel):
+class _NeighbourChannel(_Channel):
+    """A packet socket speaking as ``mac``; a probe's frame is rebuilt only when the
+    target's MAC becomes known (broadcast first, unicast after)."""
+
     def __init__(self, prober: Prober, sock: socket.socket, mac: bytes) -> None:
         super().__init__(prober, sock)
         self.mac = mac
 
+    @abstractmethod
+    def build_frame(self, probe: _Probe) -> bytes:
+        """The request frame for ``probe`` as addressed now."""
+
     def send(self, probe: _Probe, pending: _Pending) -> None:
         if probe.frame_for != probe.peer_mac or not probe.frame:  # the same frame every time
-            dst = probe.peer_mac or packets.BROADCAST_MAC
-            target = probe.target_packed
-            probe.frame = packets.build_arp_request(self.mac, probe.source, target, dst)
+            probe.frame = self.build_frame(probe)
             probe.frame_for = probe.peer_mac
         self.sock.send(probe.frame)
+
+
+class _ArpChannel(_NeighbourChannel):
+    def build_frame(self, probe: _Probe) -> bytes:
+        dst = probe.peer_mac or packets.BROADCAST_MAC
+        return packets.build_arp_request(self.mac, probe.source, probe.target_packed, dst)
 
     def received(self, data: bytes, address: tuple, at: float) -> None:
         reply = packets.parse_arp_reply(data)
@@ -449,18 +460,11 @@ class _ArpChannel(_Channel):
         self.answered_by_neighbour(probe, at, reply.sender_mac)
 
 
-class _NdChannel(_Channel):
-    def __init__(self, prober: Prober, sock: socket.socket, mac: bytes) -> None:
-        super().__init__(prober, sock)
-        self.mac = mac
-
-    def send(self, probe: _Probe, pending: _Pending) -> None:
-        if probe.frame_for != probe.peer_mac or not probe.frame:  # the same frame every time
-            probe.frame = packets.build_neighbor_solicit(
-                self.mac, probe.source, probe.target_packed, probe.peer_mac
-            )
-            probe.frame_for = probe.peer_mac
-        self.sock.send(probe.frame)
+class _NdChannel(_NeighbourChannel):
+    def build_frame(self, probe: _Probe) -> bytes:
+        return packets.build_neighbor_solicit(
+            self.mac, probe.source, probe.target_packed, probe.peer_mac
+        )
 
     def received(self, data: bytes, address: tuple, at: float) -> None:
         advert = packets.parse_neighbor_advert(data)
