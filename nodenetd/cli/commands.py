@@ -31,6 +31,7 @@ from nodenetd.tuning.session import KernelSession
 P = ParamSpec("P")
 
 NOT_RUNNING = "nodenetd is not running"
+DAEMON_ONLY = ("reload", "failover")  # what only a running nodenetd can answer
 
 
 def error_reply(exc: NodenetdError) -> Reply:
@@ -129,6 +130,8 @@ ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "apply": {"strict": bool, "dry_run": bool},
     "reload": {},
     "restore": {"state_dir": (str, type(None))},
+    "failover": {"action": str, "group": (str, type(None)), "member": (str, type(None)),
+                 "duration": (int, float, type(None))},
 }
 """Each command's arguments and their types; every request may also carry ``config``."""
 
@@ -160,7 +163,7 @@ def run_local(command: str, args: Mapping[str, Any]) -> Reply:
     except BadRequest as exc:
         return Reply(EXIT_USAGE, "", error=f"nodenetctl: {exc}")
     config = args.get("config")
-    if command == "reload":
+    if command in DAEMON_ONLY:
         return not_running_reply(command)
     if command == "restore":  # works even when the config is broken
         return restore_reply(args.get("state_dir") or engine.state_dir_for_restore(config))

@@ -38,7 +38,8 @@ DEFAULT_TIMEOUT = 120.0
 EXIT_CODES = f"""daemon:
   plan, apply, status, restore and reload go through nodenetd's control socket when it
   runs (--socket, else ${control.SOCKET_ENV}, else {control.DEFAULT_SOCKET}), and work
-  standalone when it does not; the output is the same either way. reload needs the daemon.
+  standalone when it does not; the output is the same either way. reload and failover need
+  the daemon.
   --standalone forces local mode; while nodenetd runs it holds the lock, so apply and restore
   then exit {EXIT_LOCKED}.
 
@@ -53,7 +54,7 @@ exit codes:
   {EXIT_NOPERM}  nodenetd's control socket serves root only
 """
 
-ROUTED = ("plan", "apply", "status", "restore", "reload")
+ROUTED = ("plan", "apply", "status", "restore", "reload", "failover")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,7 +137,47 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--state-dir", help="journal location (default: from the config)")
     sub.add_parser("reload", parents=routed,
                    help="make the running nodenetd re-read its config and apply the difference")
+    _failover_parser(sub, routed)
     return parser
+
+
+def _failover_parser(sub: Any, routed: list[argparse.ArgumentParser]) -> None:
+    failover = sub.add_parser(
+        "failover", parents=routed, help="failover groups: status, manual switch, hold",
+        description="Show and steer the running nodenetd's failover groups.")
+    actions = failover.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    actions.add_parser("status", parents=routed,
+                       help="groups, members, health, probe RTT/loss, damping, active member")
+    switch = actions.add_parser(
+        "switch", parents=routed,
+        help="make MEMBER active (while it stays usable) for DURATION or until release")
+    switch.add_argument("group")
+    switch.add_argument("member")
+    switch.add_argument("--for", dest="duration", metavar="DURATION", type=_duration,
+                        help="how long: 90, 90s, 15m, 2h (default: until release)")
+    hold = actions.add_parser(
+        "hold", parents=routed,
+        help="freeze the group's choice for maintenance (no automatic switch) until release")
+    hold.add_argument("group")
+    release = actions.add_parser("release", parents=routed,
+                                 help="end a switch or hold: automatic selection again")
+    release.add_argument("group")
+
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h`` or ``1d`` as seconds."""
+    number, unit = text.rstrip("smhd"), text[len(text.rstrip("smhd")):]
+    try:
+        value = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (expected e.g. 90, 90s, 15m, 2h)") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
 
 
 def emit(args: argparse.Namespace, reply: Reply) -> int:
@@ -160,6 +201,10 @@ def request_args(args: argparse.Namespace) -> dict[str, Any]:
         wire |= {"strict": args.strict, "dry_run": args.dry_run}
     elif args.command == "restore":
         wire["state_dir"] = os.path.abspath(args.state_dir) if args.state_dir else None
+    elif args.command == "failover":
+        wire |= {"action": args.action, "group": getattr(args, "group", None),
+                 "member": getattr(args, "member", None),
+                 "duration": getattr(args, "duration", None)}
     return wire
 
 

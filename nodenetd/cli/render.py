@@ -194,3 +194,50 @@ def restore_text(report: RestoreReport) -> str:
 
 def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
+
+
+def failover_text(status: dict[str, Any]) -> str:
+    """``nodenetctl failover status``: one block per group, one row per member."""
+    lines: list[str] = []
+    for group in status["groups"]:
+        active = group["active"] or "none"
+        state = "" if group["active_usable"] else " (NOT usable: no usable member)"
+        override = group["override"]
+        if override and override.get("hold"):
+            state += "; HELD by operator"
+        elif override:
+            left = override["remaining"]
+            state += f"; switched to {override['switch']} by operator" + (
+                f" for {left:.0f}s more" if left is not None else "")
+        lines.append(f"{group['name']} ({group['type']} group, failback {group['failback']}): "
+                     f"active {active}{state}")
+        if group["kernel_error"]:
+            lines.append(f"  kernel error: {group['kernel_error']}")
+        rows = [("", "member", "prio", "standing", "link", "probes", "loss", "rtt ms",
+                 "penalty")]
+        for member in group["members"]:
+            link = member["link"]
+            carrier = "absent" if not link or not link["present"] else (
+                "up" if link["carrier"] else "no carrier")
+            probes = member["probes"]
+            sent = sum(p["sent"] for p in probes)
+            failed = sum(p["failed"] for p in probes)
+            rtts = [p["last_rtt_ms"] for p in probes if p["last_rtt_ms"] is not None]
+            damping = member["damping"]
+            penalty = "-" if damping is None else f"{damping['penalty']:.0f}" + (
+                " SUPPRESSED" if damping["suppressed"] else "")
+            rows.append(("*" if member["name"] == group["active"] else "", member["name"],
+                         str(member["priority"]), member["standing"], carrier,
+                         f"{len(probes)} ({member['path']})" if probes else "none",
+                         f"{failed / sent:.1%}" if sent else "-",
+                         f"{max(rtts):.2f}" if rtts else "-", penalty))
+        lines += _table(rows)
+        switches = group["counters"]["switches"]
+        if switches:
+            lines.append("  switches: " + ", ".join(f"{k} {v}" for k, v in
+                                                      sorted(switches.items())))
+        if group["last_decision"]:
+            lines.append(f"  last decision: {group['last_decision']}")
+    for waiting in status["waiting"]:
+        lines.append(f"{waiting['name']}: not running yet: {waiting['reason']}")
+    return "\n".join(lines) if lines else "no failover groups configured"

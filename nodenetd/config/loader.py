@@ -29,6 +29,7 @@ from typing import Any
 
 import nodenetd
 from nodenetd.config import vocabulary
+from nodenetd.config.failover import build_failover
 from nodenetd.config.model import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_PROFILE_DIRS,
@@ -324,6 +325,7 @@ def _build_node(doc: YDict, file: str) -> NodeConfig:
         overrides=overrides,
         strict=bool(doc.get("strict", False)),
         daemon=DaemonSettings(**dict(doc.get("daemon") or {})),
+        failover=build_failover(doc) if doc.get("failover") else None,
         positions=positions,
     )
 

@@ -8,14 +8,19 @@ can say *why* a change is proposed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nodenetd.errors import SourcePosition
 
+if TYPE_CHECKING:
+    from nodenetd.config.failover import FailoverConfig
+
 # Setting kinds an interface rule can carry, in the order a transaction applies them:
-# queue counts first (features and rings may depend on them), then offloads, then link
+# bond options and member priorities (from failover bond groups) first, then queue counts
+# (features and rings may depend on them), then offloads, then link
 # attributes that may reset the device, then per-interface sysctls.
-INTERFACE_SETTING_KINDS = ("channels", "rings", "coalesce", "features", "link", "sysctl")
+INTERFACE_SETTING_KINDS = (
+    "bond", "bond_slave", "channels", "rings", "coalesce", "features", "link", "sysctl")
 
 SysctlOp = Literal["=", ">=", "<="]
 
@@ -154,5 +159,6 @@ class NodeConfig:
     overrides: Profile | None = None
     strict: bool = False
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    failover: FailoverConfig | None = None  # None: no failover section
     # Key path in the file ("profiles[0]", "state_dir") -> where it is written.
     positions: dict[str, SourcePosition] = field(default_factory=dict, compare=False, repr=False)

@@ -10,7 +10,9 @@ Merge order
 3. A profile already included earlier is not included again: its first occurrence keeps
    its place. (A diamond ``app extends [web, db]``, both extending ``base``, yields
    ``base, web, db, app``.)
-4. The node config's ``overrides`` come last, as a profile named ``overrides`` whose
+4. The settings failover groups need (``config.failover.tuning_rules``: bond options,
+   member priorities, ``ignore_routes_with_linkdown``), as a layer named ``failover``.
+5. The node config's ``overrides`` come last, as a profile named ``overrides`` whose
    origins point into the node config file.
 
 Within that order:
@@ -32,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from nodenetd.config.failover import FAILOVER_PROFILE, tuning_rules
 from nodenetd.config.model import NodeConfig, Profile, ResolvedProfile, Wanted
 from nodenetd.errors import ConfigError, ConfigIssue, SourcePosition
 
@@ -143,5 +146,7 @@ def resolve(node: NodeConfig, library: ProfileLibrary) -> ResolvedProfile:
     Unknown profile names point at the node config's ``profiles`` line. Raises ConfigError.
     """
     order = _linearize(_refs_from(node, "profiles", node.profiles), library)
-    layers = [*order, node.overrides] if node.overrides else order
+    failover = Profile(FAILOVER_PROFILE, node.path or "", "settings of failover groups",
+                       rules=tuning_rules(node.failover))
+    layers = [*order, failover, *([node.overrides] if node.overrides else [])]
     return _merge(tuple(p.name for p in order), layers)

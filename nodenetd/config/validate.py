@@ -31,6 +31,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 from nodenetd.config import vocabulary
+from nodenetd.config.failover import check_failover
 from nodenetd.config.model import SysctlValue
 from nodenetd.config.yamlload import YDict, YList, format_path, locate
 from nodenetd.errors import ConfigIssue, SourcePosition
@@ -50,7 +51,8 @@ __all__ = [
 
 PROFILE_SCHEMA = "profile.schema.json"
 NODE_SCHEMA = "node.schema.json"
-NODE_ONLY_KEYS = ("profiles", "profile_dirs", "state_dir", "strict", "overrides", "daemon")
+NODE_ONLY_KEYS = (
+    "profiles", "profile_dirs", "state_dir", "strict", "overrides", "daemon", "failover")
 
 PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SYSCTL_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$")
@@ -301,6 +303,10 @@ def _unknown_key_words(path: PathParts) -> tuple[str, str | None]:
         return "unknown key", None
     last = path[-1]
     if isinstance(last, int):
+        if path[0] == "failover":
+            what = {"groups": "failover group", "members": "failover member",
+                    "probes": "probe"}.get(str(path[-2]), "failover entry")
+            return f"unknown key in {what}", None
         return "unknown key in interface rule", None
     in_rule = len(path) >= 3 and isinstance(path[-2], int)
     if last in ("features", "coalesce", "rings", "channels", "match") and in_rule:
@@ -681,5 +687,8 @@ def validate_node_document(doc: YDict) -> list[ConfigIssue]:
     owned: set[PathParts] = set()
     if isinstance(doc.get("overrides"), YDict):
         owned = _check_body(doc["overrides"], ("overrides",), issues)
-    issues += _schema_issues(NODE_SCHEMA, doc, owned)
+    schema_issues = _schema_issues(NODE_SCHEMA, doc, owned)
+    issues += schema_issues
+    if not any(issue.key_path.startswith("failover") for issue in schema_issues):
+        issues += check_failover(doc)
     return _sort(issues)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-COMMANDS = ("status", "plan", "apply", "reload", "restore")
+COMMANDS = ("status", "plan", "apply", "reload", "restore", "failover")
 """Arguments each command takes (``args`` of a request; missing keys take these defaults).
 Every request also carries ``config``: the absolute node config path nodenetctl was given,
 or None for the default; the daemon serves its own running config and may refuse another.
@@ -20,6 +20,8 @@ or None for the default; the daemon serves its own running config and may refuse
 - ``apply``: {"strict": false, "dry_run": false}
 - ``reload``: {}
 - ``restore``: {"state_dir": null}  (null: the daemon's own state dir)
+- ``failover``: {"action": "status" | "switch" | "hold" | "release", "group": null,
+  "member": null, "duration": null}  (the daemon's own: failover groups live in it)
 """
 
 # The exit codes of nodenetctl, carried in Reply.exit_code; one table for the CLI and daemon.

@@ -29,7 +29,7 @@ except ImportError:  # the optional `systemd` extra is not installed: stderr onl
     _journal = None
 
 __all__ = ["JOURNAL_SOCKET", "SYSLOG_IDENTIFIER", "journal_wanted", "log_change",
-           "setup_logging", "stderr_is_journal"]
+           "log_fields", "setup_logging", "stderr_is_journal"]
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"  # where libsystemd's sd_journal_send() writes
 SYSLOG_IDENTIFIER = "nodenetd"
@@ -123,8 +123,14 @@ def log_change(logger: logging.Logger, level: int, message: str, *,
                old: object = None, new: object = None, reason: str | None = None) -> None:
     """Log ``message`` once; in the journal with INTERFACE=, SETTING=, OLD=, NEW=, REASON=
     fields (each omitted when None; values other than str are sent as str())."""
-    fields = {name: value if isinstance(value, str) else str(value)
-              for name, value in (("INTERFACE", interface), ("SETTING", setting),
-                                  ("OLD", old), ("NEW", new), ("REASON", reason))
-              if value is not None}
-    logger.log(level, message, extra=fields, stacklevel=2)
+    log_fields(logger, level, message, stacklevel=3, interface=interface, setting=setting,
+               old=old, new=new, reason=reason)
+
+
+def log_fields(logger: logging.Logger, level: int, message: str, *, stacklevel: int = 2,
+               **fields: object) -> None:
+    """Log ``message`` once with journal fields named after the keywords, upper-cased
+    (``group="uplinks"`` becomes GROUP=uplinks); None values are omitted."""
+    extra = {name.upper(): value if isinstance(value, str) else str(value)
+             for name, value in fields.items() if value is not None}
+    logger.log(level, message, extra=extra, stacklevel=stacklevel)

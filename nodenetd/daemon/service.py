@@ -22,13 +22,14 @@ from typing import Any
 
 from nodenetd.cli import commands
 from nodenetd.daemon import control
-from nodenetd.daemon.api import Reply
+from nodenetd.daemon.api import EXIT_USAGE, Reply
 from nodenetd.daemon.logs import log_change
 from nodenetd.daemon.sources.ethtool_monitor import EthtoolMonitor
 from nodenetd.daemon.sources.rtnl import LinkChange, LinkEvents
 from nodenetd.daemon.sources.udev import UdevEvents
 from nodenetd.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
 from nodenetd.errors import ApplyFailed, ConfigError, LockBusy, NodenetdError
+from nodenetd.failover.manager import Failover
 from nodenetd.tuning import engine
 from nodenetd.tuning.desired import Desired, bind
 from nodenetd.tuning.journal import Journal
@@ -146,6 +147,10 @@ class Service:
             log.warning("no ethtool notifications (%s); offload drift is found by resyncs", exc)
         self.udev = UdevEvents(self._on_udev_event)
         self.udev.start(loop)  # optional: without udevd it stays off and says why
+        # Before the first reconcile: a bond group's bond must exist to be tuned.
+        self.failover = Failover(self.loaded.node.failover, links=lambda: self.events.view.links,
+                                 loop=loop)
+        self.failover.start()
         self.notifier.status("applying profiles")
         self.reconcile(None, reason="start")
         server = await control.serve(self.settings.control_socket, self)
@@ -173,6 +178,7 @@ class Service:
         return 0
 
     def _on_stop(self) -> None:
+        self.failover.close(restore=self.settings.on_stop == "restore")
         if self.settings.on_stop == "restore":
             self.session.narrow(None)
             report = restore(self.session, self.journal)
@@ -198,10 +204,16 @@ class Service:
 
     def _on_other_event(self, kind: str) -> None:
         self.counters.events[kind] += 1
+        if kind in ("newroute", "delroute", "newaddr"):
+            self.failover.on_route_event()
 
     def _on_link_change(self, change: LinkChange) -> None:
         self.counters.events[f"link-{change.action}"] += 1
         link = change.link
+        # Failover first, in this callback: a carrier loss becomes a switch before anything
+        # else runs on the loop.
+        self.failover.on_link_change({link.name, change.old_name or link.name},
+                                     time.monotonic())
         if change.action == "deleted":
             self._forget(link.index, link.name)
             return
@@ -283,6 +295,7 @@ class Service:
 
     def _resync(self) -> None:
         self.events.resync()
+        self.failover.on_route_event()
         if not self.paused:
             self.reconcile(None, reason="resync")
 
@@ -385,6 +398,8 @@ class Service:
         self.backoff.limit = self.settings.backoff_corrections
         self.backoff.window = self.settings.backoff_window
         self.paused = False
+        for line in self.failover.reload(loaded.node.failover):
+            log.info("reload: failover %s", line)
         self.session.narrow(None)
         managed = bind(loaded.resolved, self.session.links()).ids()
         unmanaged = set(self.journal.originals) - managed
@@ -406,6 +421,12 @@ class Service:
         a second, far inside the watchdog interval.)"""
         if command == "reload":
             return self.reload()
+        if command == "failover":
+            try:
+                args = commands.check_args(command, args)
+            except commands.BadRequest as exc:
+                return Reply(EXIT_USAGE, "", error=f"nodenetctl: {exc}")
+            return self.failover.control(args)
         if command in ("status", "plan"):
             self.session.narrow(None)
             reply = commands.run_loaded(self.loaded, command, args, session=self.session)
@@ -434,4 +455,9 @@ class Service:
             "counters": {k: v for k, v in vars(self.counters).items() if k != "events"},
             "events": dict(self.counters.events),
             "resyncs": self.events.resyncs,
+            "failover": {runtime.config.name: {"active": runtime.policy.active,
+                                               "active_usable": bool(
+                                                   runtime.decision
+                                                   and runtime.decision.active_usable)}
+                         for runtime in self.failover.groups.values()},
         }

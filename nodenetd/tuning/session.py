@@ -24,13 +24,15 @@ class KernelSession:
     def __init__(self) -> None:
         self.links_api = Links()
         self._ethtool: Any = None
+        self._bonds: Any = None
         self._cache: dict[str, Any] = {}
         self.scope: frozenset[int] | None = None
 
     def close(self) -> None:
         self.links_api.close()
-        if self._ethtool is not None:
-            self._ethtool.close()
+        for adapter in (self._ethtool, self._bonds):
+            if adapter is not None:
+                adapter.close()
 
     def __enter__(self) -> KernelSession:
         return self
@@ -46,6 +48,15 @@ class KernelSession:
 
             self._ethtool = EthtoolNetlink()
         return self._ethtool
+
+    @property
+    def bonds(self):
+        """The bond adapter, opened on first use (only failover bond groups need it)."""
+        if self._bonds is None:
+            from nodenetd.kernel.bond import BondAdapter
+
+            self._bonds = BondAdapter()
+        return self._bonds
 
     def narrow(self, ifindexes: Iterable[int] | None) -> None:
         """Start a new run about these interfaces only (None: the whole node)."""

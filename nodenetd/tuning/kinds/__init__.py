@@ -1,6 +1,7 @@
 """Setting kinds, in the order a transaction applies them.
 
-Global sysctls first (independent of any device); then per interface: queue counts before
+Global sysctls first (independent of any device); then per interface: a bond's options and
+its members' priorities (the failover group's; nothing below depends on them), queue counts before
 ring sizes and offloads that depend on them, coalescing, offload features, link attributes
 (an MTU change can reset the device), and per-interface sysctls last.
 """
@@ -8,6 +9,7 @@ ring sizes and offloads that depend on them, coalescing, offload features, link 
 from __future__ import annotations
 
 from nodenetd.tuning.kind import SettingKind
+from nodenetd.tuning.kinds.bond import BondKind, BondSlaveKind
 from nodenetd.tuning.kinds.channels import ChannelsKind
 from nodenetd.tuning.kinds.coalesce import CoalesceKind
 from nodenetd.tuning.kinds.features import FeaturesKind
@@ -19,6 +21,8 @@ KINDS: dict[str, SettingKind] = {
     kind.name: kind
     for kind in (
         SysctlKind(),
+        BondKind(),
+        BondSlaveKind(),
         ChannelsKind(),
         RingsKind(),
         CoalesceKind(),
@@ -27,7 +31,8 @@ KINDS: dict[str, SettingKind] = {
     )
 }
 
-APPLY_ORDER: tuple[str, ...] = ("channels", "rings", "coalesce", "features", "link", "sysctl")
+APPLY_ORDER: tuple[str, ...] = (
+    "bond", "bond_slave", "channels", "rings", "coalesce", "features", "link", "sysctl")
 
 
 def order_of(kind: str, device: str | None) -> int:
