@@ -30,12 +30,22 @@ class MemberLink:
     present: bool
     carrier: bool
     operstate: str  # links.OPERSTATES name
+    downs: int | None = None  # IFLA_CARRIER_DOWN_COUNT: every carrier loss, coalesced or not
 
     @classmethod
-    def of(cls, link: Link | None) -> MemberLink:
+    def of(cls, link: Link | None, carrier: bool | None = None) -> MemberLink:
+        """The member's link; ``carrier`` overrides what the link says (a bond's view)."""
         if link is None:
             return cls(False, False, "NOTPRESENT")
-        return cls(True, link.carrier and link.admin_up, link.operstate)
+        up = link.carrier and link.admin_up if carrier is None else carrier
+        return cls(True, up, link.operstate, link.carrier_down_count)
+
+    def hidden_downs(self, previous: MemberLink | None) -> int:
+        """Carrier losses between ``previous`` and this observation that neither showed."""
+        if previous is None or previous.downs is None or self.downs is None:
+            return 0
+        seen = 1 if previous.carrier and not self.carrier else 0
+        return max(0, self.downs - previous.downs - seen)
 
 
 @dataclass(frozen=True, slots=True)

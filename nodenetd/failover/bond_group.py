@@ -93,7 +93,7 @@ class BondActuator(Actuator):
                 states[name] = MemberLink(link is not None, False, "NOTPRESENT")
                 continue
             up = member.carrier and member.admin_up and member.mii_status is MiiStatus.UP
-            states[name] = MemberLink(True, up, link.operstate)
+            states[name] = MemberLink.of(link, carrier=up)
         return states
 
     def converge(self, links: Mapping[str, Link], active: str | None,

@@ -156,6 +156,11 @@ class GroupRuntime:
             operstate = OperState[state.operstate] if state.present else OperState.NOTPRESENT
             transitions += self.health[name].observe(
                 LinkSignal(name, state.carrier, operstate, now))
+            hidden = state.hidden_downs(previous)
+            if hidden:
+                log.info("failover group %s: %s lost carrier %d more time(s) than notified",
+                         self.config.name, name, hidden)
+                transitions += self.health[name].hidden_flaps(hidden, now)
             if not state.carrier:
                 self._failing_since.setdefault(name, now)
         self._settle(transitions, now)

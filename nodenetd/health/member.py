@@ -26,7 +26,10 @@ Decisions:
   route at once. Holding a carrier-less member "usable" here would only make nodenetd's view
   disagree with the kernel's, and could make it steer traffic onto a dead link and fight the
   fast path. Carrier is a clean signal; if it needs debouncing, that is the bond's downdelay.
-- **A flap is any healthy -> unhealthy change of raw health**, before delays. A member
+- **A flap is any healthy -> unhealthy change of raw health**, before delays, and any loss
+  of the link, even one that comes before the path proved itself again: a link toggling
+  faster than ``rise`` probes would otherwise never look healthy, so never flap, and be
+  back in use the moment it settles for ``rise`` intervals. A member
   flapping faster than its ``up_delay`` never becomes usable, but it is still flapping: it
   is damped, so it stays out until it has been stable, not merely until the storm's last
   blip plus ``up_delay``. Blips hidden by ``down_delay`` count too: a path that drops every
@@ -191,9 +194,11 @@ class MemberHealth:
             raise ValueError(f"signal for {signal.member} fed to member {self.name}")
         now = max(signal.at, self._now)
         changes = self._advance(now)
+        link_lost = False
         if isinstance(signal, LinkSignal):
             if self._link is not None and signal.up != self._link.up:
                 self._targets.reset()
+                link_lost = not signal.up
             self._link = signal
             self._path = self._targets.verdict
         else:
@@ -202,6 +207,27 @@ class MemberHealth:
         if healthy != self._healthy:
             self._healthy, self._changed_at = healthy, now
             if not healthy and self._damper is not None:
+                self._damper.flap(now)
+        elif link_lost and self._damper is not None:
+            # The link went down again before its path had proven itself: still a flap.
+            self._damper.flap(now)
+        changes.extend(self._settle(now))
+        return changes
+
+    def hidden_flaps(self, count: int, at: float) -> list[Transition]:
+        """``count`` flaps that happened between two observations and were never seen as
+        signals, each charged to damping.
+
+        The kernel coalesces link notifications: its link-watch reports a device's changes at
+        most about once a second once they come fast, and a down-up pair inside that window
+        never reaches userspace. A link toggling at 10 Hz would look nearly stable from its
+        notifications alone; its carrier-down counter (IFLA_CARRIER_DOWN_COUNT) shows every
+        change, and the difference is passed in here.
+        """
+        now = max(at, self._now)
+        changes = self._advance(now)
+        if self._damper is not None and count > 0:
+            for _ in range(count):
                 self._damper.flap(now)
         changes.extend(self._settle(now))
         return changes

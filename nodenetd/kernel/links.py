@@ -60,6 +60,8 @@ class ifla(nla):
         (18, "IFLA_LINKINFO", "linkinfo"),
         (29, "IFLA_EXT_MASK", "uint32"),
         (33, "IFLA_CARRIER", "uint8"),
+        (47, "IFLA_CARRIER_UP_COUNT", "uint32"),
+        (48, "IFLA_CARRIER_DOWN_COUNT", "uint32"),
         (50, "IFLA_MIN_MTU", "uint32"),
         (51, "IFLA_MAX_MTU", "uint32"),
         (54, "IFLA_PERM_ADDRESS", "l2addr"),
@@ -93,6 +95,10 @@ class Link:
     perm_mac: str | None
     parent_bus: str | None  # "pci", "usb"... for devices with a bus parent
     loopback: bool = False
+    # How often the carrier went up/down since the device was created (kernel 4.16+). They
+    # count every change, also those the kernel's link-watch coalesced out of notifications.
+    carrier_up_count: int | None = None
+    carrier_down_count: int | None = None
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -134,6 +140,8 @@ def decode_link(data: bytes, offset: int, length: int) -> Link:
         perm_mac=attrs.get("IFLA_PERM_ADDRESS"),
         parent_bus=attrs.get("IFLA_PARENT_DEV_BUS_NAME"),
         loopback=bool(flags & IFF_LOOPBACK),
+        carrier_up_count=attrs.get("IFLA_CARRIER_UP_COUNT"),
+        carrier_down_count=attrs.get("IFLA_CARRIER_DOWN_COUNT"),
     )
 
 

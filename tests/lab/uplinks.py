@@ -109,8 +109,8 @@ class UplinkLab:
         still answers for itself (ARP, NS, pings to the router)."""
         verb = "add" if on else "del"
         router = self.routers[member]
-        router.run("ip", "route", verb, "blackhole", f"{SERVER_V4}/32", "metric", "1")
-        router.run("ip", "-6", "route", verb, "blackhole", f"{SERVER_V6}/128", "metric", "1")
+        for family, address in (("-4", SERVER_V4), ("-6", SERVER_V6)):
+            router.run("ip", family, "rule", verb, "to", address, "blackhole", "priority", "100")
 
     # -- witnesses ------------------------------------------------------------------------
 

@@ -366,3 +366,42 @@ def test_anything_but_a_health_signal_is_refused_rather_than_dropped():
     member = MemberHealth(MemberConfig("eth0"))
     with pytest.raises(TypeError, match="not a health signal"):
         member.observe(object())
+
+
+def test_flaps_the_kernel_coalesced_away_are_charged_to_damping():
+    """Link-watch reports a fast-toggling link about once a second: the carrier-down
+    counter's jumps are the flaps no notification showed."""
+    rig = Rig(damping=DampingConfig())
+    rig.link(True)
+    assert rig.standing is Standing.UP
+
+    rig.at(1.0)
+    changes = rig._take(rig.member.hidden_flaps(3, rig.clock()))
+
+    assert rig.standing is Standing.SUPPRESSED
+    assert [t.cause for t in changes] == [Cause.DAMPING]
+    assert rig.member.status(rig.clock()).damping.flaps == 3
+
+
+def test_hidden_flaps_without_damping_change_nothing():
+    rig = Rig(damping=None)
+    rig.link(True)
+    assert rig.member.hidden_flaps(5, rig.clock()) == []
+    assert rig.standing is Standing.UP
+
+
+def test_a_link_toggling_faster_than_rise_probes_is_damped_though_never_healthy():
+    rig = Rig(targets=("icmp:192.0.2.1",), damping=DampingConfig())
+    rig.link(True)
+    rig.probes(True, times=3)
+    assert rig.standing is Standing.UP
+
+    for _ in range(5):  # down, then up for less than rise probes, again and again
+        rig.clock.advance(0.05)
+        rig.link(False)
+        rig.clock.advance(0.05)
+        rig.link(True)
+        rig.probes(True, times=1)
+
+    assert rig.standing is Standing.SUPPRESSED
+    assert rig.member.status(rig.clock()).damping.flaps == 5

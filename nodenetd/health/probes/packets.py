@@ -15,6 +15,16 @@ What each probe puts on the wire:
 - Neighbour solicitation: a whole Ethernet + IPv6 frame with hop limit 255 and the source
   link-layer address option, to the target's solicited-node multicast group, or unicast to
   the target once its MAC is known. The checksum (over the IPv6 pseudo-header) is ours.
+
+And what peer notification after a failover (``nodenetd.failover.notify``) announces:
+
+- Gratuitous ARP: an ARP request "who has A, tell A" (sender and target IP both the announced
+  address, target MAC zero, Ethernet broadcast): byte for byte what the kernel sends for a
+  bond's peer notification (``inetdev_send_gratuitous_arp``) and RFC 5227 section 2.3 calls
+  an ARP announcement.
+- Unsolicited neighbour advertisement (RFC 4861 section 7.2.6): from the address itself to
+  all-nodes, hop limit 255, Override set, Solicited clear, the target link-layer address
+  option; byte for byte the kernel's ``ndisc_send_unsol_na``.
 """
 
 from __future__ import annotations
@@ -32,7 +42,9 @@ __all__ = [
     "build_arp_request",
     "build_echo6_request",
     "build_echo_request",
+    "build_gratuitous_arp",
     "build_neighbor_solicit",
+    "build_unsolicited_na",
     "format_mac",
     "icmp6_checksum",
     "internet_checksum",
@@ -212,6 +224,20 @@ def build_arp_request(
     )
 
 
+def build_gratuitous_arp(src_mac: bytes, address: bytes) -> bytes:
+    """An ARP announcement of ``address`` at ``src_mac``: a broadcast request with sender IP =
+    target IP = ``address`` and a zero target MAC (RFC 5227 section 2.3).
+
+    The request form, not the reply form, because every ARP implementation processes a
+    broadcast request (RFC 826's merge step runs before the opcode is looked at; RFC 5227
+    section 3 explains why announcements are requests), and Linux takes a gratuitous *reply*
+    only if its target MAC equals its sender MAC (``arp_is_garp``). The kernel's own bond peer
+    notification and arp_notify send exactly this frame. keepalived differs only in a target
+    MAC of ff:ff:ff:ff:ff:ff, which receivers ignore.
+    """
+    return build_arp_request(src_mac, address, address)
+
+
 def parse_arp_reply(frame: bytes) -> ArpReply | None:
     """An Ethernet frame as a packet socket reads it; only IPv4-over-Ethernet ARP replies."""
     if len(frame) < _ETH.size + _ARP.size:
@@ -263,6 +289,26 @@ def build_neighbor_solicit(
     message = message[:2] + checksum.to_bytes(2, "big") + message[4:]
     ip6 = _IP6.pack(6 << 28, len(message), IPPROTO_ICMPV6, 255, source, destination)
     return _ETH.pack(dst_mac, src_mac, ETH_P_IPV6) + ip6 + message
+
+
+def build_unsolicited_na(src_mac: bytes, address: bytes, *, router: bool = False) -> bytes:
+    """An Ethernet frame with an unsolicited neighbour advertisement of ``address`` at
+    ``src_mac`` (RFC 4861 section 7.2.6), as the kernel's ``ndisc_send_unsol_na`` sends it:
+    from ``address`` itself to all-nodes (ff02::1, 33:33:00:00:00:01), hop limit 255,
+    Override set (replace a cached link-layer address), Solicited clear (it asserts no
+    reachability), the target link-layer address option carrying ``src_mac``.
+
+    ``router``: the Router flag, which the kernel and keepalived set when the interface
+    forwards IPv6. It must tell the truth: a neighbour that sees it clear for a router it
+    knows removes that router from its default router list (RFC 4861 section 7.2.5).
+    """
+    flags = NA_FLAG_OVERRIDE | (NA_FLAG_ROUTER if router else 0)
+    option = bytes((ND_OPT_TARGET_LLADDR, 1)) + src_mac
+    message = _NS.pack(ND_NEIGHBOR_ADVERT, 0, 0, flags << 24, address) + option
+    checksum = icmp6_checksum(address, ALL_NODES, message)
+    message = message[:2] + checksum.to_bytes(2, "big") + message[4:]
+    ip6 = _IP6.pack(6 << 28, len(message), IPPROTO_ICMPV6, 255, address, ALL_NODES)
+    return _ETH.pack(ALL_NODES_MAC, src_mac, ETH_P_IPV6) + ip6 + message
 
 
 def parse_neighbor_advert(frame: bytes) -> NeighborAdvert | None:
