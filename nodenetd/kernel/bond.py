@@ -67,14 +67,11 @@ EBUSY from a bond option means "the bond is up" and is a ``Refused`` here, not U
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import errno
 import ipaddress
-import os
 import socket
 import struct
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -91,6 +88,7 @@ from nodenetd.kernel.netlink import (
     iter_attrs,
     kernel_error,
     nla,
+    socket_in_netns,
 )
 
 __all__ = [
@@ -715,57 +713,11 @@ def verify_options(
 # --------------------------------------------------------------------------------------------
 # Network namespaces
 
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    if hasattr(os, "setns"):  # Python >= 3.12
-        os.setns(fd, CLONE_NEWNET)
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
 
 def _socket_in(netns: str | None, timeout: float) -> NetlinkSocket:
-    """An rtnetlink socket in the named namespace (/run/netns/NAME), or in this thread's.
-
-    A socket belongs to the namespace it was created in, for good: a short-lived thread
-    enters the namespace (setns affects only the calling thread), opens the socket and ends.
-    """
-    if netns is None:
-        return NetlinkSocket(socket.NETLINK_ROUTE, timeout=timeout)
-    where = f"netns {netns}"
-    if not netns or "/" in netns or netns in (".", ".."):
-        raise Gone(where, "open namespace", "not a namespace name", errno.ENOENT)
-    try:
-        fd = os.open(os.path.join("/run/netns", netns), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError as exc:
-        raise Gone(where, "open namespace", "no such namespace", errno.ENOENT) from exc
-    except OSError as exc:
-        raise kernel_error(exc, where, "open namespace") from exc
-    box: list[NetlinkSocket | BaseException] = []
-
-    def opener() -> None:
-        try:
-            _setns(fd)
-            box.append(NetlinkSocket(socket.NETLINK_ROUTE, timeout=timeout))
-        except BaseException as exc:  # handed to the caller's thread
-            box.append(exc)
-
-    try:
-        thread = threading.Thread(target=opener, name=f"netns-{netns}", daemon=True)
-        thread.start()
-        thread.join()
-    finally:
-        os.close(fd)
-    (result,) = box
-    if isinstance(result, OSError):
-        raise kernel_error(result, where, "open namespace") from result
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    """An rtnetlink socket in the named namespace (/run/netns/NAME), or in this thread's
+    (the shared core's ``socket_in_netns``)."""
+    return socket_in_netns(netns, socket.NETLINK_ROUTE, timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,11 @@ codec builds an object per attribute (~35-90 us per small message); this one is 
 pyroute2's socket classes are not used: their synchronous wrapper (0.9.7) runs a private asyncio
 loop per thread and costs hundreds of microseconds per request.
 
+Namespaces: a socket belongs to the network namespace it was created in. ``in_netns`` runs an
+opener (a ``NetlinkSocket``, a ``MulticastSocket``...) in a short-lived thread that entered a
+named namespace, so one process can hold sockets in several namespaces; ``socket_in_netns`` is
+the common case.
+
 Errors: ``kernel_error`` is nodenetd's single errno -> typed error mapping: EOPNOTSUPP,
 ENOTSUPP (524) and EBUSY are ``Unsupported``, ENODEV and ENXIO are ``Gone``, anything else is
 ``Refused``. The reason reads "<extack message>: EINVAL (Invalid argument)".
@@ -31,6 +36,7 @@ ENOTSUPP (524) and EBUSY are ``Unsupported``, ENODEV and ENXIO are ``Gone``, any
 
 from __future__ import annotations
 
+import ctypes
 import errno as errno_mod
 import functools
 import logging
@@ -39,7 +45,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from nodenetd.errors import Gone, KernelError, Refused, Unsupported
 
@@ -54,10 +60,12 @@ __all__ = [
     "errno_name",
     "errno_text",
     "genl_family",
+    "in_netns",
     "iter_attrs",
     "kernel_error",
     "nla",
     "parse_error",
+    "socket_in_netns",
     "split_messages",
 ]
 
@@ -82,6 +90,7 @@ NLA_F_NET_BYTEORDER = 0x4000
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
+NETLINK_GET_STRICT_CHK = 12  # Linux 4.20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # asm-generic/socket.h
 
 NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, seq, pid
@@ -335,8 +344,16 @@ class NetlinkSocket:
     block until the kernel answers (``timeout`` seconds at most, then TimeoutError).
     """
 
-    def __init__(self, protocol: int, *, timeout: float = 5.0, rcvbuf: int = RCVBUF) -> None:
+    def __init__(
+        self, protocol: int, *, timeout: float = 5.0, rcvbuf: int = RCVBUF, strict: bool = False
+    ) -> None:
+        """``strict`` asks for NETLINK_GET_STRICT_CHK: the kernel then validates get and dump
+        requests and honours their filters (an rtnetlink route dump by table, protocol,
+        type or device). ``strict_check`` says whether the kernel agreed (Linux >= 4.20);
+        callers filter what matters themselves as well, so an older kernel only costs a
+        larger dump."""
         self._lock = threading.Lock()
+        self.strict_check = False
         self._seq = 0
         self._timeout = timeout
         self._buf = bytearray(_RECV_BUFSIZE)
@@ -345,6 +362,12 @@ class NetlinkSocket:
         try:
             self._sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
             self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            if strict:
+                try:
+                    self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+                    self.strict_check = True
+                except OSError:  # ENOPROTOOPT before 4.20: dumps are simply unfiltered
+                    pass
             try:  # past net.core.rmem_max; needs CAP_NET_ADMIN
                 self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
             except PermissionError:
@@ -685,3 +708,77 @@ def genl_family(sock: NetlinkSocket, name: str) -> tuple[int, Mapping[str, int]]
         raise NetlinkFailure(errno_mod.ENOENT, f"no reply for generic netlink family {name}", [])
     family_id, groups = replies[0]
     return family_id, groups
+
+
+# --------------------------------------------------------------------------------------------
+# Network namespaces
+
+CLONE_NEWNET = 0x40000000  # linux/sched.h
+_T = TypeVar("_T")
+
+
+def _setns(fd: int) -> None:
+    if hasattr(os, "setns"):  # Python >= 3.12
+        os.setns(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def in_netns(netns: str | None, opener: Callable[[], _T]) -> _T:
+    """``opener()`` run in the named network namespace (/run/netns/NAME), or right here.
+
+    A socket belongs to the namespace it was created in, for good: a short-lived thread
+    enters the namespace (setns affects only the calling thread), calls ``opener`` and ends,
+    and the socket it returns keeps working from any thread. A missing namespace is ``Gone``.
+    """
+    if netns is None:
+        return opener()
+    where = f"netns {netns}"
+    if not netns or "/" in netns or netns in (".", ".."):
+        raise Gone(where, "open namespace", "not a namespace name", errno_mod.ENOENT)
+    try:
+        fd = os.open(os.path.join("/run/netns", netns), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise Gone(where, "open namespace", "no such namespace", errno_mod.ENOENT) from exc
+    except OSError as exc:
+        raise kernel_error(exc, where, "open namespace") from exc
+    box: list[Any] = []
+
+    def enter_and_open() -> None:
+        try:
+            _setns(fd)
+        except OSError as exc:
+            box.append(kernel_error(exc, where, "open namespace"))
+            return
+        try:
+            box.append(opener())
+        except BaseException as exc:  # handed to the caller's thread
+            box.append(exc)
+
+    try:
+        thread = threading.Thread(target=enter_and_open, name=f"netns-{netns}", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        os.close(fd)
+    (result,) = box
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def socket_in_netns(
+    netns: str | None, protocol: int = socket.NETLINK_ROUTE, **options: Any
+) -> NetlinkSocket:
+    """A ``NetlinkSocket`` (``options`` as its constructor takes them) in the named namespace,
+    or in this thread's when ``netns`` is None. Failing to open it in a namespace is the
+    typed error for that namespace."""
+    try:
+        return in_netns(netns, lambda: NetlinkSocket(protocol, **options))
+    except OSError as exc:
+        if netns is None:
+            raise
+        raise kernel_error(exc, f"netns {netns}", "open namespace") from exc
