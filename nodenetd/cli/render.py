@@ -89,6 +89,15 @@ def plan_text(plan: Plan, profiles: Iterable[str]) -> str:
         lines.append("\nskipped (the kernel or driver cannot do these):")
         rows = [(s.target.device or "(node)", setting_name(s), s.reason) for s in plan.skipped]
         lines += _table(rows)
+    if plan.owned:
+        lines.append("\nleft to their owners (never written):")
+        rows = [(s.target.device or "(node)", setting_name(s), s.reason) for s in plan.owned]
+        lines += _table(rows)
+    if plan.observed:
+        lines.append("\nobserved only (differ, never written):")
+        rows = [(c.target.device or "(node)", setting_name(c), show(c.current), "want",
+                 show(c.desired)) for c in plan.observed]
+        lines += _table(rows)
     return "\n".join(lines)
 
 
@@ -97,6 +106,8 @@ def plan_json(plan: Plan, profiles: Iterable[str]) -> dict[str, Any]:
         "profiles": list(profiles),
         "changes": [item_json(c) for c in plan.changes],
         "skipped": [item_json(s) for s in plan.skipped],
+        "owned": [item_json(s) for s in plan.owned],
+        "observed": [item_json(c) for c in plan.observed],
         "in_sync": len(plan.in_sync),
         "managed": plan.managed,
     }
@@ -121,7 +132,8 @@ def status_json(plan: Plan, journal: Journal, profiles: Iterable[str]) -> dict[s
         interfaces[device] = {"rules": rules, "settings": []}
     node: list[dict[str, Any]] = []
     for state, items in (("in-sync", plan.in_sync), ("drifted", plan.changes),
-                         ("unsupported", plan.skipped)):
+                         ("unsupported", plan.skipped), ("owned", plan.owned),
+                         ("observed", plan.observed)):
         for item in items:
             entry = item_json(item) | {"state": state}
             if item.target.device in interfaces:
@@ -150,9 +162,9 @@ def status_text(status: dict[str, Any]) -> str:
         for e in entries:
             value = e.get("value", e.get("current"))
             detail = show(value)
-            if e["state"] == "drifted":
+            if e["state"] in ("drifted", "observed"):
                 detail = f"{show(e['current'])} (want {show(e['desired'])})"
-            elif e["state"] == "unsupported":
+            elif e["state"] in ("unsupported", "owned"):
                 detail = e["reason"]
             rows.append((e["name"], e["state"], detail))
         return _table(rows, "    ") if rows else []

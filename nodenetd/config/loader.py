@@ -47,6 +47,7 @@ from nodenetd.config.validate import (
     PROFILE_NAME_RE,
     did_you_mean,
     parse_sysctl_value,
+    split_managed,
     validate_node_document,
     validate_profile_document,
 )
@@ -208,12 +209,17 @@ def _build_body(
     raw_sysctls = body.get("sysctls") or {}
     for key, value in raw_sysctls.items():
         origin = Origin(profile, None, raw_sysctls.key_pos[key])
-        sysctls[key] = Wanted(parse_sysctl_value(value), origin)
+        sysctls[key] = _sysctl_wanted(value, origin)
     rules = [
         _build_rule(raw, index, profile, body["interfaces"].item_pos[index], prefix)
         for index, raw in enumerate(body.get("interfaces") or ())
     ]
     return sysctls, rules
+
+
+def _sysctl_wanted(raw: Any, origin: Origin) -> Wanted:
+    value, observe, override = split_managed(raw)
+    return Wanted(parse_sysctl_value(value), origin, observe=observe, override=override)
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
@@ -254,7 +260,7 @@ def _build_rule(
             settings[kind][key] = Wanted(value, origin(mapping, key))
     sysctls = raw.get("sysctls") or {}
     for key, value in sysctls.items():
-        settings["sysctl"][key] = Wanted(parse_sysctl_value(value), origin(sysctls, key))
+        settings["sysctl"][key] = _sysctl_wanted(value, origin(sysctls, key))
     return InterfaceRule(
         name=name,
         selector=selector,

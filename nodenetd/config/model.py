@@ -60,11 +60,16 @@ class SysctlValue:
 
 @dataclass(frozen=True)
 class Wanted:
-    """A desired value and where it was asked for."""
+    """A desired value and where it was asked for.
+
+    ``observe``: report when the kernel differs, never write. ``override``: the owner (see
+    ``tuning.ownership``) whose key this deliberately takes over."""
 
     value: Any
     origin: Origin
     via: str | None = None  # the ethtool alias a feature was requested through (tso, gro...)
+    observe: bool = False
+    override: str | None = None
 
 
 @dataclass(frozen=True)

@@ -444,6 +444,46 @@ class SysctlValueError(ValueError):
 _SYSCTL_EXPECTED = 'an integer or a string such as "1", "4096 131072 16777216", "bbr", ">=4096"'
 
 
+MODES = ("enforce", "floor", "ceiling", "observe")
+_MODE_EXPECTED = ("{enforce: VALUE}, {floor: N}, {ceiling: N} or {observe: VALUE}, "
+                  "optionally with override: OWNER")
+
+
+def split_managed(raw: object) -> tuple[object, bool, str | None]:
+    """A sysctl value in its mapping form -> (the plain value, observe, override).
+
+    ``{floor: 4096}`` is ``">=4096"``, ``{ceiling: 600}`` is ``"<=600"``, ``{enforce: 1}`` is
+    ``1``, ``{observe: 1}`` reports a difference but never writes; ``override: OWNER`` takes a
+    key over from its owner (kube-proxy, cni, cni-bandwidth-manager, systemd-sysctl). A
+    plain value passes through unchanged. Raises SysctlValueError.
+    """
+    if not isinstance(raw, dict):
+        return raw, False, None
+    modes = [key for key in raw if key in MODES]
+    unknown = [key for key in raw if key not in (*MODES, "override")]
+    if unknown:
+        raise SysctlValueError(f"unknown key '{unknown[0]}' in a sysctl value", _MODE_EXPECTED,
+                               did_you_mean(unknown[0], (*MODES, "override")))
+    if len(modes) != 1:
+        found = ", ".join(modes) if modes else "none"
+        raise SysctlValueError(f"a sysctl value takes exactly one mode (found {found})",
+                               _MODE_EXPECTED)
+    override = raw.get("override")
+    if override is not None and not (isinstance(override, str) and override):
+        raise SysctlValueError(f"override must name an owner, not {_show(override)}",
+                               "override: kube-proxy (or cni, cni-bandwidth-manager, "
+                               "systemd-sysctl)")
+    mode = modes[0]
+    value = raw[mode]
+    if mode in ("floor", "ceiling"):
+        if isinstance(value, str) and value.strip()[:2] in (">=", "<="):
+            raise SysctlValueError(f"{mode} takes the number alone, not {_show(value)}",
+                                   f"{{{mode}: 4096}}")
+        value = (">=" if mode == "floor" else "<=") + (
+            str(value) if not isinstance(value, bool) else "true")
+    return value, mode == "observe", override
+
+
 def parse_sysctl_value(raw: object) -> SysctlValue:
     """A profile's sysctl value -> SysctlValue; raises SysctlValueError.
 
@@ -555,7 +595,7 @@ def _check_sysctls(
             expected = "a key starting with " + " or ".join(prefixes)
             issues.append(_issue(key_pos, key_path, message, expected, hint))
         try:
-            parse_sysctl_value(value)
+            parse_sysctl_value(split_managed(value)[0])
         except SysctlValueError as exc:
             pos = mapping.key_pos[key] if isinstance(value, dict | list) else mapping.value_pos[key]
             issues.append(_issue(pos, key_path, exc.message, exc.expected, exc.hint))

@@ -272,6 +272,15 @@ def driver_name(ifname: str) -> str | None:
     return driver or None
 
 
+def in_initial_netns() -> bool:
+    """Whether this process runs in the initial network namespace (PID 1's): where udevd and
+    its rules (and systemd-sysctl's hotplug re-applies) see the interfaces."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        return False
+
+
 def udev_properties(ifname: str) -> Mapping[str, str]:
     """udev's properties for a network interface (ID_PATH, ID_NET_DRIVER...), or {}.
 
@@ -279,9 +288,9 @@ def udev_properties(ifname: str) -> Mapping[str, str]:
     device, and its database, keyed by ifindex, would describe a host interface instead."""
     import pyudev
 
+    if not in_initial_netns():
+        return {}
     try:
-        if os.stat("/proc/self/ns/net").st_ino != os.stat("/proc/1/ns/net").st_ino:
-            return {}
         device = pyudev.Devices.from_name(pyudev.Context(), "net", ifname)
     except (pyudev.DeviceNotFoundError, OSError):
         return {}

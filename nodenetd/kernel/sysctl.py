@@ -64,6 +64,22 @@ def read(key: SysctlKey) -> str:
         raise kernel_error(exc, key.display, "sysctl", "read failed") from exc
 
 
+def require_writable(key: SysctlKey) -> None:
+    """Unsupported when the key cannot be written here: outside the initial network
+    namespace the kernel shows many global ``net.core`` keys read-only (mode 0444), and even
+    root gets EACCES."""
+    try:
+        mode = os.stat(key.path).st_mode
+    except FileNotFoundError as exc:
+        raise Unsupported(key.display, "sysctl", _MISSING, errno.ENOENT) from exc
+    except OSError as exc:
+        raise kernel_error(exc, key.display, "sysctl", "stat failed") from exc
+    if not mode & 0o222:
+        raise Unsupported(key.display, "sysctl",
+                          "read-only in this network namespace (a global key: set it in the "
+                          "initial namespace)", errno.EACCES)
+
+
 def write(key: SysctlKey, value: str) -> None:
     """Write one value; the kernel parses it exactly as ``sysctl -w`` would hand it over."""
     try:

@@ -62,6 +62,8 @@ class Plan:
     changes: list[Change] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
     in_sync: list[InSync] = field(default_factory=list)
+    owned: list[Skip] = field(default_factory=list)  # left to their owners (kube-proxy...)
+    observed: list[Change] = field(default_factory=list)  # differ, but observe-only
     managed: dict[str, list[str]] = field(default_factory=dict)  # device -> rule labels
 
     @property

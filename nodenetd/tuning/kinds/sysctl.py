@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -10,9 +11,12 @@ from nodenetd.config.model import SysctlValue, Wanted
 from nodenetd.errors import KernelError
 from nodenetd.kernel import sysctl as procfs
 from nodenetd.kernel.sysctl import SysctlKey
+from nodenetd.tuning.constraints import clamp_fields
 from nodenetd.tuning.kind import Batch, SettingKind, each
 from nodenetd.tuning.plan import Target
 from nodenetd.tuning.session import KernelSession
+
+log = logging.getLogger("nodenetd.tuning")
 
 
 @lru_cache(maxsize=65536)
@@ -38,8 +42,13 @@ def fields_of(text: str) -> tuple[int | str, ...]:
     return tuple(_field(part) for part in text.split())
 
 
-def resolve_value(wanted: SysctlValue, current: str) -> str:
-    """The text to write: exact fields as given, or each field raised/lowered to the bound."""
+def resolve_value(wanted: SysctlValue, current: str, key: str = "") -> str:
+    """The text to write: exact fields as given, or each field raised/lowered to the bound,
+    each within the key's type range (see ``tuning.constraints``)."""
+    fields, note = clamp_fields(key, wanted.fields)
+    if note:
+        log.warning("%s", note)
+        wanted = SysctlValue(wanted.op, fields)
     if wanted.op == "=":
         return " ".join(str(f) for f in wanted.fields)
     now = fields_of(current)
@@ -59,12 +68,15 @@ class SysctlKind(SettingKind):
         values = session.cached(self.name, dict)
         path = sysctl_key(target, key)
         if path not in values:
-            values[path] = procfs.read(path)
+            value = procfs.read(path)
+            if target.device is None:  # global keys may be read-only in a namespace
+                procfs.require_writable(path)
+            values[path] = value
         return values[path]
 
     def resolve(self, session: KernelSession, target: Target, key: str, wanted: Wanted,
                 current: Any) -> str:
-        return resolve_value(wanted.value, current)
+        return resolve_value(wanted.value, current, key if target.device is None else "")
 
     def in_sync(self, current: Any, desired: Any) -> bool:
         return fields_of(str(current)) == fields_of(str(desired))
