@@ -148,22 +148,29 @@ def test_partly_failing_targets_count_by_any_all_and_quorum(lab, combine, fails_
 
 
 def test_recovery_fails_back_after_the_hold_down_without_losing_a_packet(lab):
-    lab.start(group_yaml(preempt_delay=3))
+    lab.start(group_yaml(preempt_delay=4))
     lab.wait_active("a0")
     lab.uplinks.block("a0")
     lab.wait_active("b0")
-
-    lab.uplinks.block("a0", blocked=False)
-    lab.wait_usable("a0")
-    # a0 is usable but must serve its hold-down first: still on b0
-    assert lab.status()["active"] == "b0"
-    # ~4 s of pings at 5 ms across the failback (make-before-break: one route replace)
-    sent, received = lab.ping(count=800, interval=0.005)
-
-    status = lab.wait_active("a0")
+    # 10 s of pings at 5 ms, running before the recovery and until after the failback
+    # (make-before-break: one route replace, nothing lost)
+    pinger = subprocess.Popen(lab.ns.exec_argv("ping", "-q", "-n", "-c", "2000", "-i", "0.005",
+                                               "-W", "1", SERVER_V4),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        lab.uplinks.block("a0", blocked=False)
+        lab.wait_usable("a0")
+        status = lab.wait_active("a0", timeout=30)
+        spanned = pinger.poll() is None  # the pings were still running at the failback
+        out = pinger.communicate(timeout=60)[0]
+    finally:
+        pinger.kill()
+    assert pinger.returncode == 0, out
+    assert " 0% packet loss" in out, out
     assert status["counters"]["switches"].get("failback") == 1
     assert lab.log_lines("b0 -> a0 (failback)")
-    assert (sent, received) == (800, 800)
+    assert spanned, "the failback came after the pings ended: nothing was measured"
+    assert "preempt_delay 4 s" in lab.log_lines("b0 -> a0 (failback)")[0]
     assert lab.slot() == "a0"
 
 
@@ -224,15 +231,20 @@ def test_a_manual_switch_pins_for_its_duration_then_the_rules_decide_again(lab):
     lab.start()
     lab.wait_active("a0")
 
-    proc = lab.ctl("failover", "switch", "uplinks", "b0", "--for", "2s")
+    proc = lab.ctl("failover", "switch", "uplinks", "b0", "--for", "10m")
 
     assert proc.returncode == 0, proc.stderr
     assert "a0 -> b0 (manual)" in proc.stdout
     assert lab.slot() == "b0" and lab.uplinks.device_for() == "b0"
-    assert lab.status()["override"]["switch"] == "b0"
-    lab.wait_active("a0", timeout=20)  # expired; preempt brings back the better member
+    override = lab.status()["override"]
+    assert override["switch"] == "b0" and 0 < override["remaining"] <= 600
+    assert lab.ctl("failover", "release", "uplinks").returncode == 0
+    lab.wait_active("a0")  # released: preempt brings back the better member
+
+    assert lab.ctl("failover", "switch", "uplinks", "b0", "--for", "1s").returncode == 0
+    assert eventually(lambda: lab.log_lines("manual switch expired"), timeout=20)
+    lab.wait_active("a0")
     assert lab.status()["override"] is None
-    assert lab.log_lines("manual switch expired")
 
 
 def test_manual_commands_are_refused_with_reasons(lab):
