@@ -7,7 +7,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from nodenetd.config.model import Origin
+from nodenetd.cpuset import CpuSetError, format_cpulist, parse_mask
 from nodenetd.tuning.journal import Journal, Original
+from nodenetd.tuning.kinds.qdisc import describe as describe_qdisc
 from nodenetd.tuning.kinds.sysctl import sysctl_key
 from nodenetd.tuning.plan import Change, InSync, Item, Plan, Skip
 from nodenetd.tuning.restore import RestoreReport
@@ -17,6 +19,20 @@ def show(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
+
+
+def show_setting(item: Item | Original, value: Any) -> str:
+    """A value as the plan shows it: CPU masks of queue steering with their CPU list, qdisc
+    trees as tc words (``fq_codel(default)``, ``fq flow_limit 100 buckets 1024``)."""
+    if item.kind == "qdisc":
+        return describe_qdisc(item.key, value)
+    if item.kind == "steering" and item.key.endswith("_cpus") and isinstance(value, str):
+        try:
+            cpus = format_cpulist(parse_mask(value)) or "none"
+        except CpuSetError:
+            return value
+        return f"{value} ({cpus})"
+    return show(value)
 
 
 def setting_name(item: Item | Original) -> str:
@@ -80,7 +96,8 @@ def plan_text(plan: Plan, profiles: Iterable[str]) -> str:
     for device, items in _grouped(plan.changes).items():
         lines.append(f"\n{device}")
         rows = [
-            (setting_name(c), show(c.current), "->", show(c.desired), f"# {c.why}")
+            (setting_name(c), show_setting(c, c.current), "->", show_setting(c, c.desired),
+             f"# {c.why}")
             for c in items
             if isinstance(c, Change)
         ]
@@ -95,9 +112,12 @@ def plan_text(plan: Plan, profiles: Iterable[str]) -> str:
         lines += _table(rows)
     if plan.observed:
         lines.append("\nobserved only (differ, never written):")
-        rows = [(c.target.device or "(node)", setting_name(c), show(c.current), "want",
-                 show(c.desired)) for c in plan.observed]
+        rows = [(c.target.device or "(node)", setting_name(c), show_setting(c, c.current),
+                 "want", show_setting(c, c.desired)) for c in plan.observed]
         lines += _table(rows)
+    if plan.warnings:
+        lines.append("\nwarnings:")
+        lines += _table([(w.target.device or "(node)", w.message) for w in plan.warnings])
     return "\n".join(lines)
 
 
@@ -108,6 +128,8 @@ def plan_json(plan: Plan, profiles: Iterable[str]) -> dict[str, Any]:
         "skipped": [item_json(s) for s in plan.skipped],
         "owned": [item_json(s) for s in plan.owned],
         "observed": [item_json(c) for c in plan.observed],
+        "warnings": [{"device": w.target.device, "kind": w.kind, "message": w.message}
+                     for w in plan.warnings],
         "in_sync": len(plan.in_sync),
         "managed": plan.managed,
     }
@@ -161,9 +183,13 @@ def status_text(status: dict[str, Any]) -> str:
         rows = []
         for e in entries:
             value = e.get("value", e.get("current"))
-            detail = show(value)
+
+            def shown(v: Any, e: dict[str, Any] = e) -> str:
+                return describe_qdisc(e["setting"], v) if e["kind"] == "qdisc" else show(v)
+
+            detail = shown(value)
             if e["state"] in ("drifted", "observed"):
-                detail = f"{show(e['current'])} (want {show(e['desired'])})"
+                detail = f"{shown(e['current'])} (want {shown(e['desired'])})"
             elif e["state"] in ("unsupported", "owned"):
                 detail = e["reason"]
             rows.append((e["name"], e["state"], detail))
@@ -195,9 +221,10 @@ def restore_json(report: RestoreReport) -> dict[str, Any]:
 def restore_text(report: RestoreReport) -> str:
     lines = [f"restored {len(report.restored)} setting(s)"]
     for o in report.restored:
-        lines.append(f"  {o.device or '(node)'} {setting_name(o)} -> {show(o.value)}")
+        lines.append(f"  {o.device or '(node)'} {setting_name(o)} -> {show_setting(o, o.value)}")
     if report.gone:
-        lines.append(f"forgot {len(report.gone)} setting(s) of interfaces that are gone")
+        lines.append(f"forgot {len(report.gone)} setting(s) of interfaces (or queues) "
+                     "that are gone")
     if report.failed:
         lines.append("FAILED to restore (kept in the journal):")
         lines += [f"  {f}" for f in report.failed]

@@ -16,6 +16,10 @@ under ``"link"``; ``features`` keys are expanded to kernel names (``tso`` -> the
 features), each Wanted pointing at the line of the key as written (the alias line);
 ``channels``/``rings`` values are ints or ``"max"``; ``coalesce`` values bools or ints;
 ``sysctls`` go under ``"sysctl"`` with the ``IF`` placeholder kept and SysctlValue values.
+``qdisc``/``ingress`` go under ``"qdisc"`` as keys ``root``/``ingress``, their values the
+JSON trees :mod:`nodenetd.config.qos` builds.
+``steering`` becomes kind ``steering`` (``rps_cpus``, ``rps_flow_cnt``, ``xps_cpus``) and kind
+``irq_affinity`` (``cpus``), CPU sets as :class:`~nodenetd.cpuset.Placement`.
 Only kinds the rule sets are present.
 """
 
@@ -28,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import nodenetd
-from nodenetd.config import vocabulary
+from nodenetd.config import qos, vocabulary
 from nodenetd.config.failover import build_failover
+from nodenetd.config.metrics import build_metrics
 from nodenetd.config.model import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_PROFILE_DIRS,
@@ -52,6 +57,7 @@ from nodenetd.config.validate import (
     validate_profile_document,
 )
 from nodenetd.config.yamlload import YDict, format_path, load_file, position_table
+from nodenetd.cpuset import CpuSet, Placement
 from nodenetd.errors import ConfigError, ConfigIssue, SourcePosition
 
 __all__ = [
@@ -68,7 +74,8 @@ __all__ = [
 OVERRIDES_PROFILE = "overrides"  # the origin profile name of a node config's overrides
 _SYSTEM_PROFILE_DIR = "/usr/share/nodenetd/profiles"
 _PROFILE_KEYS = ("description", "extends", "sysctls", "interfaces")
-_BUILD_ORDER = ("link", "features", "channels", "rings", "coalesce", "sysctl")
+_BUILD_ORDER = ("link", "features", "channels", "rings", "coalesce", "qdisc", "sysctl",
+                "steering", "irq_affinity")
 
 
 def builtin_profile_dir() -> Path:
@@ -261,12 +268,46 @@ def _build_rule(
     sysctls = raw.get("sysctls") or {}
     for key, value in sysctls.items():
         settings["sysctl"][key] = _sysctl_wanted(value, origin(sysctls, key))
+    _build_steering(raw.get("steering") or {}, settings, origin)
+    for key, setting, build in (("qdisc", "root", qos.build_qdisc),
+                                ("ingress", "ingress", qos.build_ingress)):
+        if key in raw:
+            override = raw[key].get("override") if isinstance(raw[key], dict) else None
+            settings["qdisc"][setting] = Wanted(build(raw[key]), origin(raw, key),
+                                                override=override)
     return InterfaceRule(
         name=name,
         selector=selector,
         settings={kind: keys for kind, keys in settings.items() if keys},
         origin=Origin(profile, name, pos),
     )
+
+
+_STEERING_KEYS = {  # steering: part -> (kind, key, spread by default)
+    "rps": ("steering", "rps_cpus", False),
+    "xps": ("steering", "xps_cpus", True),
+    "irq_affinity": ("irq_affinity", "cpus", True),
+}
+
+
+def _build_steering(steering: YDict, settings: dict[str, dict[str, Wanted]], origin) -> None:
+    """``steering:`` -> kind ``steering`` (rps_cpus, rps_flow_cnt, xps_cpus) and kind
+    ``irq_affinity`` (cpus), each a Placement; a bare CPU set stands for ``{cpus: SET}``."""
+    for part, (kind, key, spread) in _STEERING_KEYS.items():
+        if part not in steering:
+            continue
+        raw = steering[part]
+        mapping = raw if isinstance(raw, dict) else None
+        cpus = mapping.get("cpus") if mapping is not None else raw
+        if cpus is not None:
+            where = origin(mapping, "cpus") if mapping is not None else origin(steering, part)
+            placement = Placement(CpuSet.parse(cpus),
+                                  bool((mapping or {}).get("spread", spread)))
+            settings[kind][key] = Wanted(placement, where,
+                                         override=(mapping or {}).get("override"))
+        if mapping is not None and "flow_count" in mapping:
+            settings["steering"]["rps_flow_cnt"] = Wanted(mapping["flow_count"],
+                                                          origin(mapping, "flow_count"))
 
 
 # --------------------------------------------------------------------------- node config
@@ -332,6 +373,7 @@ def _build_node(doc: YDict, file: str) -> NodeConfig:
         strict=bool(doc.get("strict", False)),
         daemon=DaemonSettings(**dict(doc.get("daemon") or {})),
         failover=build_failover(doc) if doc.get("failover") else None,
+        metrics=build_metrics(doc) if doc.get("metrics") else None,
         positions=positions,
     )
 

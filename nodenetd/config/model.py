@@ -14,13 +14,16 @@ from nodenetd.errors import SourcePosition
 
 if TYPE_CHECKING:
     from nodenetd.config.failover import FailoverConfig
+    from nodenetd.config.metrics import MetricsSettings
 
 # Setting kinds an interface rule can carry, in the order a transaction applies them:
 # bond options and member priorities (from failover bond groups) first, then queue counts
 # (features and rings may depend on them), then offloads, then link
-# attributes that may reset the device, then per-interface sysctls.
+# attributes that may reset the device, then the qdisc tree (tc QoS), then per-interface
+# sysctls, then per-queue steering and queue interrupt affinity (the queues channels left).
 INTERFACE_SETTING_KINDS = (
-    "bond", "bond_slave", "channels", "rings", "coalesce", "features", "link", "sysctl")
+    "bond", "bond_slave", "channels", "rings", "coalesce", "features", "link", "qdisc",
+    "sysctl", "steering", "irq_affinity")
 
 SysctlOp = Literal["=", ">=", "<="]
 
@@ -165,5 +168,6 @@ class NodeConfig:
     strict: bool = False
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     failover: FailoverConfig | None = None  # None: no failover section
+    metrics: MetricsSettings | None = None  # None: no metrics section (the defaults)
     # Key path in the file ("profiles[0]", "state_dir") -> where it is written.
     positions: dict[str, SourcePosition] = field(default_factory=dict, compare=False, repr=False)

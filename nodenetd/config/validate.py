@@ -8,6 +8,10 @@ Who checks what:
 
 - The shipped schemas (``schema/*.json``) check structure: known keys, types, enums,
   ranges (mtu 68..65535, counts >= 1 or ``max``), feature/ring/channel/coalesce names.
+- tc QoS (``qdisc:``, ``ingress:``): units, htb shares and classes, DSCP names, filters
+  are checked by :mod:`nodenetd.config.qos` and reported here.
+- Queue steering (``steering:``): CPU set syntax (:mod:`nodenetd.cpuset`) and flow counts;
+  whether the CPUs exist is known only on the node, where the plan skips them with why.
 - The semantic checks here own sysctls entirely (key syntax, the ``IF`` placeholder rules,
   value syntax, floors and ceilings, booleans), conflicting feature aliases, and glob sanity.
   The schema's sysctl constraints exist for editors; their raw errors are dropped in favour
@@ -30,10 +34,12 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
-from nodenetd.config import vocabulary
+from nodenetd.config import qos, vocabulary
 from nodenetd.config.failover import check_failover
+from nodenetd.config.metrics import check_metrics
 from nodenetd.config.model import SysctlValue
 from nodenetd.config.yamlload import YDict, YList, format_path, locate
+from nodenetd.cpuset import CpuSet, CpuSetError
 from nodenetd.errors import ConfigIssue, SourcePosition
 
 __all__ = [
@@ -52,7 +58,8 @@ __all__ = [
 PROFILE_SCHEMA = "profile.schema.json"
 NODE_SCHEMA = "node.schema.json"
 NODE_ONLY_KEYS = (
-    "profiles", "profile_dirs", "state_dir", "strict", "overrides", "daemon", "failover")
+    "profiles", "profile_dirs", "state_dir", "strict", "overrides", "daemon", "failover",
+    "metrics")
 
 PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SYSCTL_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$")
@@ -333,6 +340,9 @@ def _translate(error: ValidationError, doc: YDict) -> list[ConfigIssue]:
             if key in allowed or any(p.search(key) for p in patterns):
                 continue
             hint = did_you_mean(key, allowed)
+            if hint is None and not isinstance(key, bool) and str(key).isdigit():
+                hint = ('a comma inside {...} starts a new key: quote a list there, as in '
+                        'cpus: "0-3,8"')
             if not path and hint is None:
                 if key in ("sysctls", "interfaces") and "overrides" in allowed:
                     hint = f"node-local {key} go under overrides:"
@@ -707,7 +717,50 @@ def _check_body(body: YDict, prefix: PathParts, issues: list[ConfigIssue]) -> se
         if isinstance(rule.get("sysctls"), YDict):
             owned.add((*path, "sysctls"))
             _check_sysctls(rule["sysctls"], (*path, "sysctls"), per_interface=True, issues=issues)
+        if isinstance(rule.get("steering"), YDict):
+            _check_steering(rule["steering"], (*path, "steering"), issues)
+        for key, check in (("qdisc", qos.check_qdisc), ("ingress", qos.check_ingress)):
+            if key in rule:
+                for found in check(rule[key]):
+                    where = (key, *found.path)
+                    issues.append(_issue(locate(rule, where, key=found.key), (*path, *where),
+                                         found.message, found.expected, found.hint))
     return owned
+
+
+_CPUSET_EXPECTED = "CPU numbers and ranges such as 0-3,8, or all, numa-local, none"
+
+
+def _check_steering(steering: YDict, path: PathParts, issues: list[ConfigIssue]) -> None:
+    """CPU sets that do not parse, interrupts without CPUs, a flow count the kernel refuses.
+    (Whether the CPUs exist is known only on the node: the plan skips those with a reason.)"""
+    for part in ("rps", "xps", "irq_affinity"):
+        raw = steering.get(part)
+        holder, key, where = ((raw, "cpus", (*path, part, "cpus")) if isinstance(raw, YDict)
+                              else (steering, part, (*path, part)))
+        value = holder.get(key)
+        if isinstance(value, bool) or not isinstance(value, str | int) or (
+                isinstance(value, int) and value < 0):
+            continue  # missing, or of a type the schema reports
+        try:
+            cpus = CpuSet.parse(value)
+        except CpuSetError as exc:
+            issues.append(_issue(holder.value_pos[key], where,
+                                 f"invalid CPU set {_show(value)}: {exc}", _CPUSET_EXPECTED))
+            continue
+        if part == "irq_affinity" and cpus.word == "none":
+            issues.append(_issue(holder.value_pos[key], where,
+                                 "interrupts need at least one CPU",
+                                 "a CPU set other than none",
+                                 "to leave interrupt affinity alone, remove irq_affinity"))
+    rps = steering.get("rps")
+    if isinstance(rps, YDict) and rps.get("flow_count") == 1 and \
+            not isinstance(rps.get("flow_count"), bool):
+        issues.append(_issue(rps.value_pos["flow_count"], (*path, "rps", "flow_count"),
+                             "the kernel refuses a flow table of 1 entry",
+                             "0 (off), auto, or at least 2 (rounded up to a power of two)",
+                             "scaling.rst: rps_sock_flow_entries / number of RX queues, "
+                             "e.g. 2048 for 16 queues"))
 
 
 # --------------------------------------------------------------------------- entry points
@@ -731,4 +784,6 @@ def validate_node_document(doc: YDict) -> list[ConfigIssue]:
     issues += schema_issues
     if not any(issue.key_path.startswith("failover") for issue in schema_issues):
         issues += check_failover(doc)
+    if not any(issue.key_path.startswith("metrics") for issue in schema_issues):
+        issues += check_metrics(doc)
     return _sort(issues)

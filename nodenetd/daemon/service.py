@@ -30,6 +30,9 @@ from nodenetd.daemon.sources.udev import UdevEvents
 from nodenetd.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
 from nodenetd.errors import ApplyFailed, ConfigError, LockBusy, NodenetdError
 from nodenetd.failover.manager import Failover
+from nodenetd.metrics import snapshot as metrics_snapshot
+from nodenetd.metrics.exporter import MetricsExporter
+from nodenetd.metrics.state import ServiceRecord
 from nodenetd.tuning import engine
 from nodenetd.tuning.desired import Desired, bind
 from nodenetd.tuning.journal import Journal
@@ -98,6 +101,8 @@ class Service:
         self.log_level = log_level  # from the command line; else the config's
         self.notifier = notifier or Notifier()
         self.counters = Counters()
+        self.record = ServiceRecord()  # what the metrics need beyond the counters
+        self.metrics: MetricsExporter | None = None
         self.tuned: dict[int, str] = {}  # ifindex -> name of interfaces reconciled once
         self.paused = False  # after a restore request: hands off until apply or reload
         self._dirty: set[str] = set()
@@ -116,6 +121,7 @@ class Service:
             log.error("invalid configuration, not starting:\n%s", exc)
             return EXIT_CONFIG
         self.settings = self.loaded.node.daemon
+        self.record.config_loaded(self.loaded)
         logging.getLogger().setLevel((self.log_level or self.settings.log_level).upper())
         try:
             self._lock = MutationLock(self.loaded.state_dir).__enter__()
@@ -163,12 +169,16 @@ class Service:
         ]
         if (interval := watchdog_interval()) is not None:
             timers.append(asyncio.create_task(watchdog_loop(self.notifier, interval)))
+        self.metrics = MetricsExporter(self.loaded.node.metrics,
+                                       lambda: metrics_snapshot.build(self), loop)
+        self.metrics.start()
         self.notifier.ready(self._status_line())
         log.info("ready: %s", self._status_line())
         await self._stop.wait()
         self.notifier.stopping()
         for task in timers:
             task.cancel()
+        self.metrics.close()
         server.close()
         self.events.close()
         self.ethtool_monitor.close()
@@ -231,6 +241,7 @@ class Service:
         """An interface that disappeared (or was renamed away) leaves the live state and the
         journal: its originals died with it."""
         self.tuned.pop(ifindex, None)
+        self.record.forget(ifindex, name)
         self._dirty.discard(name)
         self._udev_gave_up.discard(ifindex)
         if (timer := self._udev_timers.pop(ifindex, None)) is not None:
@@ -317,6 +328,8 @@ class Service:
         drift per mode and back-off."""
         desired = self._desired(devices, kinds)
         result = plan(desired, self.session)
+        self.record.planned(desired, result, devices, kinds,
+                            drift_check=reason not in ("start", "reload", "apply"))
         fresh = {b.link.index for b in desired.interfaces.values()
                  if self.tuned.get(b.link.index) != b.link.name}
         wholesale = reason in ("start", "reload", "apply")
@@ -325,7 +338,7 @@ class Service:
         if not wholesale:
             decided += self._drift([c for c in result.changes if c.target.ifindex not in fresh])
         if decided:
-            self._apply(decided, reason)
+            self._apply(decided, reason, desired)
         for bound in desired.interfaces.values():
             if bound.link.index in fresh:
                 self.tuned[bound.link.index] = bound.link.name
@@ -360,17 +373,21 @@ class Service:
                 corrections.append((change, "drift"))
         return corrections
 
-    def _apply(self, decided: list[tuple[Change, str]], reason: str) -> None:
+    def _apply(self, decided: list[tuple[Change, str]], reason: str,
+               desired: Desired | None = None) -> None:
         why_of = {change.id: why for change, why in decided}
         try:
-            result = Transaction(self.session, self.journal, strict=self.loaded.node.strict
-                                 ).run([change for change, _ in decided])
+            result = Transaction(self.session, self.journal, strict=self.loaded.node.strict,
+                                 desired=desired).run([change for change, _ in decided])
         except ApplyFailed as exc:
             self.counters.apply_failures += 1
+            self.record.transaction(decided, None)
             log.error("apply (%s) failed and was rolled back:\n%s", reason, exc)
             return
+        self.record.transaction(decided, result.applied)
         for change in result.applied:
-            why = why_of[change.id]
+            # Queue steering re-planned after a channel change was not in the decision.
+            why = why_of.get(change.id, "queues changed")
             if why == "drift":
                 self.counters.drift_corrected += 1
             log_change(log, logging.INFO,
@@ -387,11 +404,15 @@ class Service:
             loaded = engine.load(self.config_path)
         except ConfigError as exc:
             self.counters.reload_failures += 1
+            self.record.reload_failed()
             log.error("reload rejected, the running configuration stays in force:\n%s", exc)
             self.notifier.ready(f"reload rejected; {self._status_line()}")
             return Reply(EXIT_CONFIG, "", error=f"invalid configuration:\n{exc}\n"
                          "the running configuration stays in force")
         self.loaded = loaded
+        self.record.config_loaded(loaded)
+        if self.metrics is not None:
+            self.metrics.reload(loaded.node.metrics)
         if loaded.node.daemon.control_socket != self.settings.control_socket:
             log.warning("reload: control_socket changes take effect at the next restart")
         self.settings = loaded.node.daemon
@@ -401,10 +422,13 @@ class Service:
         for line in self.failover.reload(loaded.node.failover):
             log.info("reload: failover %s", line)
         self.session.narrow(None)
-        managed = bind(loaded.resolved, self.session.links()).ids()
-        unmanaged = set(self.journal.originals) - managed
+        managed = bind(loaded.resolved, self.session.links())
+        unmanaged = {key for key, o in self.journal.originals.items()
+                     if not managed.manages(o.kind, o.device, o.key)}
         if unmanaged:
             report = restore(self.session, self.journal, only=unmanaged)
+            self.record.restore_done(len(report.restored), len(report.failed),
+                                     len(report.gone))
             log.info("reload: restored %d setting(s) the new config no longer manages",
                      len(report.restored))
         result = self.reconcile(None, reason="reload")
@@ -437,7 +461,10 @@ class Service:
         reply = commands.run_loaded(self.loaded, command, args, locked=True)
         # The command wrote the journal through its own handle: read it back.
         self.journal = Journal(self.loaded.state_dir)
+        if command == "restore":
+            self.record.restore_reply(reply.data)
         if command == "apply" and not args.get("dry_run"):
+            self.record.control_apply(reply.exit_code == 0)
             self.paused = False
             self.reconcile(None, reason="apply")
         elif command == "restore" and reply.exit_code == 0:

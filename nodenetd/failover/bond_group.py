@@ -51,11 +51,11 @@ class BondActuator(Actuator):
             options = BondOptions(primary_reselect="failure").merged(
                 BondOptions(**{k: v for k, v in self.group.bond_options.given().items()
                                if k not in ("primary", "active_slave")}))
-            self._adapter.create_active_backup(self.bond, options)
+            status = self._adapter.create_active_backup(self.bond, options)
             self.created = True
             log.info("failover group %s: created bond %s", self.group.name, self.bond)
-        self._enslave_present(links)
-        status = self._adapter.status(self.bond)
+        if self._enslave_present(links, status):
+            status = self._adapter.status(self.bond)
         if not status.admin_up:
             self._adapter.set_up(self.bond)
         if self.created and self.group.bond_options.primary:
@@ -63,12 +63,14 @@ class BondActuator(Actuator):
                                       BondOptions(primary=self.group.bond_options.primary))
         return self._adapter.status(self.bond).active_member
 
-    def _enslave_present(self, links: Mapping[str, Link]) -> bool:
-        bond = links.get(self.bond)
+    def _enslave_present(self, links: Mapping[str, Link], status: BondStatus) -> bool:
+        """Enslave every configured member that exists and that the bond does not hold yet,
+        judged by the bond's own member list (``status``): the event view's ``master`` can lag
+        behind (events queued before an enslave still show the member free)."""
+        enslaved = {member.name for member in status.members}
         wrote = False
         for member in self.group.interfaces:
-            link = links.get(member)
-            if link is None or (bond is not None and link.master == bond.index):
+            if member not in links or member in enslaved:
                 continue
             self._adapter.enslave(self.bond, member)
             log.info("failover group %s: enslaved %s to %s", self.group.name, member, self.bond)
@@ -100,8 +102,10 @@ class BondActuator(Actuator):
                  ranking: Sequence[str]) -> bool:
         if self.bond not in links:
             return False
-        wrote = self._enslave_present(links)
         status = self._adapter.status(self.bond)
+        wrote = self._enslave_present(links, status)
+        if wrote:
+            status = self._adapter.status(self.bond)
         if active is None or status.active_member == active:
             return wrote
         try:

@@ -22,6 +22,7 @@ active-slave change or a route replace within the same callback.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import dataclasses
 import logging
@@ -54,6 +55,10 @@ __all__ = ["GroupCounters", "GroupRuntime", "target_key"]
 log = logging.getLogger("nodenetd.failover")
 
 DETECTIONS_KEPT = 256  # recent failover detection times kept for status and metrics
+# Upper bounds (seconds) of the detection-time histogram (nodenetd_failover_detection_seconds):
+# carrier loss lands in the first buckets, probe-detected failures at (fall + 1) x interval.
+DETECTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                     10.0, 30.0)
 
 
 def target_key(kind: str, target: str) -> str:
@@ -76,6 +81,15 @@ class GroupCounters:
     # (cause, seconds from the first sign of failure to the decision), newest last
     detections: collections.deque[tuple[str, float]] = field(
         default_factory=lambda: collections.deque(maxlen=DETECTIONS_KEPT))
+    # every detection since start, per DETECTION_BUCKETS bucket (the last one above them all)
+    detection_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(DETECTION_BUCKETS) + 1))
+    detection_sum: float = 0.0
+
+    def detected(self, cause: str, seconds: float) -> None:
+        self.detections.append((cause, seconds))
+        self.detection_counts[bisect.bisect_left(DETECTION_BUCKETS, seconds)] += 1
+        self.detection_sum += seconds
 
 
 class GroupRuntime:
@@ -269,7 +283,7 @@ class GroupRuntime:
         if decision.cause is GroupCause.FAILOVER and previous is not None:
             since = self._failing_since.get(previous)
             if since is not None and math.isfinite(since):
-                self.counters.detections.append((cause, max(0.0, now - since)))
+                self.counters.detected(cause, max(0.0, now - since))
         log_fields(log, logging.WARNING if decision.cause is GroupCause.FAILOVER
                    else logging.INFO,
                    f"failover group {self.config.name}: {decision}"

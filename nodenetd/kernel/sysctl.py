@@ -10,7 +10,10 @@ from functools import cached_property
 from nodenetd.errors import Unsupported
 from nodenetd.kernel.netlink import kernel_error
 
-PROC_SYS = "/proc/sys"
+# Where /proc/sys is. A pod (ansible/kubernetes) gets /proc/sys read-only from its runtime and
+# the node's /proc/sys/net as a hostPath mount, named by this variable.
+PROC_SYS_ENV = "NODENETD_PROC_SYS"
+PROC_SYS = os.environ.get(PROC_SYS_ENV) or "/proc/sys"
 _MISSING = "no such key in this kernel or network namespace"
 
 

@@ -42,8 +42,22 @@ class Desired:
         return Desired(sysctls, interfaces)
 
     def ids(self) -> set[str]:
-        """Journal ids of every setting this desired state manages."""
+        """Journal ids of every setting this desired state manages, as profiles name them
+        (per-queue settings are journaled under concrete keys: see ``manages``)."""
         return {setting_id(kind, target, key) for kind, target, key, _ in self.items()}
+
+    def manages(self, kind: str, device: str | None, key: str) -> bool:
+        """Whether a journaled setting is one this desired state manages: its key, or the
+        profile key a concrete key (``rx-3.rps_cpus``) was expanded from."""
+        from nodenetd.tuning.kinds import KINDS  # the kinds import the planner's world
+
+        if device is None:
+            return kind == "sysctl" and key in self.sysctls
+        bound = self.interfaces.get(device)
+        if bound is None or kind not in bound.settings:
+            return False
+        keys = bound.settings[kind]
+        return key in keys or (kind in KINDS and KINDS[kind].profile_key(key) in keys)
 
     def items(self) -> Iterator[tuple[str, Target, str, Wanted]]:
         """(kind, target, key, wanted) for every setting, global sysctls first."""

@@ -92,7 +92,8 @@ def apply(
             raise ApplyFailed(failed=["could not undo an interrupted apply", *problems])
         if recovered:
             session.invalidate_all()
-        outcome = ApplyOutcome(compute_plan(loaded, session), recovered=recovered)
+        desired = bind(loaded.resolved, session.links())
+        outcome = ApplyOutcome(plan(desired, session), recovered=recovered)
         if dry_run:
             return outcome
         if strict and outcome.plan.skipped:
@@ -100,7 +101,8 @@ def apply(
                 failed=[f"{s.label}: {s.reason} (strict: unsupported settings fail the apply)"
                         for s in outcome.plan.skipped]
             )
-        outcome.result = Transaction(session, journal, strict=strict).run(outcome.plan.changes)
+        outcome.result = Transaction(session, journal, strict=strict, desired=desired
+                                     ).run(outcome.plan.changes)
         return outcome
 
 

@@ -212,6 +212,25 @@ class Journal:
         self._append([*records, self._begin_record(self.pending)])
         return fresh
 
+    def extend(self, changes: Iterable[Change]) -> list[str]:
+        """Add settings to the transaction in flight (queue steering re-planned after a
+        channel change): their originals and pre-transaction values, durably, before they
+        are written. A setting already in the transaction keeps its earlier value. Returns
+        the ids whose original was recorded first now."""
+        assert self.pending is not None, "extend() outside a transaction"
+        now = time.time()
+        fresh = []
+        for change in changes:
+            record = Original(change.kind, change.target.device, change.target.ifindex,
+                              change.key, change.current, now)
+            self.pending.before.setdefault(change.id, record)
+            if change.id not in self.originals:
+                self.originals[change.id] = record
+                fresh.append(change.id)
+        records = [_origs_record((k, self.originals[k]) for k in fresh)] if fresh else []
+        self._append([*records, self._begin_record(self.pending)])
+        return fresh
+
     def finish(self, forget: Iterable[str] = ()) -> None:
         """Close the transaction; ``forget`` drops originals of settings it left unchanged."""
         dropped = [key for key in forget if self.originals.pop(key, None) is not None]

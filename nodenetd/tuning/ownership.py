@@ -26,6 +26,9 @@ The owners:
   systemd's udev rule (99-systemd.rules) every time the interface is added. Only in udev's
   namespace, the initial one: in any other namespace no such rule runs. Global keys in
   sysctl.d are applied once at boot, before nodenetd starts, and are not a conflict.
+- **irqbalance**, while it runs, rewrites the affinity of every interrupt it was not told to
+  leave alone (``--banirq=N``, ``--banmod=MODULE``) every 10 s, so a NIC's queue interrupt
+  affinity (``irq_affinity``) is its; ``override: irqbalance`` writes it anyway.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nodenetd.kernel.links import Link, in_initial_netns
+from nodenetd.kernel.steering import Irqbalance, SteeringFs
 from nodenetd.tuning.plan import Target
 
 __all__ = ["CNI_INTERFACES", "KUBE_PROXY_KEYS", "Owner", "Ownership", "SysctlDEntry",
@@ -109,7 +113,9 @@ class Ownership:
     """Who owns what on this node, detected once per plan; ``owner_of`` answers per key."""
 
     def __init__(self, *, links: Iterable[str] = (), sysctl_d: Sequence[SysctlDEntry] = (),
-                 hotplug_sysctls: bool = False) -> None:
+                 hotplug_sysctls: bool = False, steering: SteeringFs | None = None) -> None:
+        self._steering = steering  # irqbalance is looked for on the first IRQ question
+        self._irqbalance: Irqbalance | bool | None = False  # False: not looked yet
         names = list(links)
         self.cni_interfaces = [n for n in names if _cni(n)]
         self.bandwidth_manager = "cilium_host" in names
@@ -119,12 +125,34 @@ class Ownership:
 
     @classmethod
     def detect(cls, links: Mapping[str, Link]) -> Ownership:
-        return cls(links=links, sysctl_d=read_sysctl_d(), hotplug_sysctls=in_initial_netns())
+        return cls(links=links, sysctl_d=read_sysctl_d(), hotplug_sysctls=in_initial_netns(),
+                   steering=SteeringFs())
+
+    @property
+    def irqbalance(self) -> Irqbalance | None:
+        """The running irqbalance (looked for once), or None."""
+        if self._irqbalance is False:
+            self._irqbalance = self._steering.irqbalance() if self._steering else None
+        return self._irqbalance  # type: ignore[return-value]
+
+    def _irq_owner(self, device: str, key: str) -> Owner | None:
+        balancer = self.irqbalance
+        if balancer is None or self._steering is None:
+            return None
+        number = key.partition(":")[0]
+        if number.isdigit() and balancer.leaves_alone(int(number),
+                                                      self._steering.driver_modules(device)):
+            return None
+        return Owner("irqbalance", f"{balancer.who} runs and moves interrupts between CPUs "
+                     "every 10 s, so it would undo this (see the warning for how to exclude "
+                     "the NIC's interrupts from it)")
 
     def owner_of(self, kind: str, target: Target, key: str) -> Owner | None:
         if kind == "qdisc" and self.bandwidth_manager and target.device \
                 and not _cni(target.device):
             return _BANDWIDTH_MANAGER
+        if kind == "irq_affinity" and target.device:
+            return self._irq_owner(target.device, key)
         if kind != "sysctl":
             return None
         if target.device is None:

@@ -57,6 +57,16 @@ class InSync(Item):
     value: Any
 
 
+@dataclass(frozen=True)
+class PlanWarning:
+    """Something the plan must tell that is neither a change nor a skip: a daemon that
+    manages the same thing (irqbalance), a setting without effect unless another is set."""
+
+    target: Target
+    kind: str
+    message: str
+
+
 @dataclass
 class Plan:
     changes: list[Change] = field(default_factory=list)
@@ -65,6 +75,7 @@ class Plan:
     owned: list[Skip] = field(default_factory=list)  # left to their owners (kube-proxy...)
     observed: list[Change] = field(default_factory=list)  # differ, but observe-only
     managed: dict[str, list[str]] = field(default_factory=dict)  # device -> rule labels
+    warnings: list[PlanWarning] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:

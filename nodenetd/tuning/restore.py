@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from nodenetd.errors import Gone
 from nodenetd.kernel.links import Link
 from nodenetd.tuning.journal import Journal, Original
+from nodenetd.tuning.kinds import KINDS
 from nodenetd.tuning.plan import Target
 from nodenetd.tuning.session import KernelSession
-from nodenetd.tuning.transaction import expected_of, group_writes, mismatches, write_all
+from nodenetd.tuning.transaction import expected_of, mismatches, restore_order, write_all
 
 log = logging.getLogger("nodenetd.restore")
 
@@ -46,9 +48,16 @@ def restore(session: KernelSession, journal: Journal,
         else:
             placed.append((original, target))
     items = [(o.kind, t, o.key, o.value) for o, t in placed]
-    outcome = write_all(session, list(reversed(group_writes(items))), stop_on_failure=False)
+    outcome = write_all(session, restore_order(items), stop_on_failure=False)
+    vanished = set()  # a queue or interrupt that no longer exists: its original died with it
     for (kind, target, values), exc in [*outcome.unsupported, *outcome.failed]:
+        if isinstance(exc, Gone) and KINDS[kind].follows:
+            vanished |= {(kind, target, key) for key in values}
+            continue
         report.failed.append(f"{target} {kind}.{','.join(values)}: {exc.reason}")
+    for original, target in placed:
+        if (original.kind, target, original.key) in vanished:
+            report.gone.append(original)
     problems = mismatches(session, expected_of(outcome.done))
     report.failed.extend(text for _, text in problems)
     not_restored = {(kind, target, key) for (kind, target, key, _), _ in problems}
@@ -62,6 +71,6 @@ def restore(session: KernelSession, journal: Journal,
         journal.pending = None
     journal.drop([k for k, o in journal.originals.items() if id(o) in finished])
     for original in report.gone:
-        log.info("dropped %s %s.%s: interface is gone", original.device, original.kind,
-                 original.key)
+        log.info("dropped %s %s.%s: the interface (or queue) is gone", original.device,
+                 original.kind, original.key)
     return report

@@ -25,12 +25,14 @@ class KernelSession:
         self.links_api = Links()
         self._ethtool: Any = None
         self._bonds: Any = None
+        self._steering: Any = None
+        self._tc: Any = None
         self._cache: dict[str, Any] = {}
         self.scope: frozenset[int] | None = None
 
     def close(self) -> None:
         self.links_api.close()
-        for adapter in (self._ethtool, self._bonds):
+        for adapter in (self._ethtool, self._bonds, self._tc):
             if adapter is not None:
                 adapter.close()
 
@@ -57,6 +59,24 @@ class KernelSession:
 
             self._bonds = BondAdapter()
         return self._bonds
+
+    @property
+    def steering(self):
+        """Queue steering and IRQ affinity through sysfs and procfs (files, no socket)."""
+        if self._steering is None:
+            from nodenetd.kernel.steering import SteeringFs
+
+            self._steering = SteeringFs()
+        return self._steering
+
+    @property
+    def tc(self):
+        """The tc (qdisc) socket, opened on first use (only qdisc settings need it)."""
+        if self._tc is None:
+            from nodenetd.kernel.tc import Tc
+
+            self._tc = Tc()
+        return self._tc
 
     def narrow(self, ifindexes: Iterable[int] | None) -> None:
         """Start a new run about these interfaces only (None: the whole node)."""

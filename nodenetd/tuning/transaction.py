@@ -4,6 +4,13 @@ The transaction never leaves a node half-configured: any failure (a refused valu
 read-back that does not match) undoes every change it made, in reverse order, and reads
 the undo back too. A driver that cannot take a setting at all (Unsupported) is skipped
 with its reason unless the run is strict.
+
+Kinds that follow others on the same target (queue steering and the qdisc follow channels:
+``SettingKind.follows``): when this transaction changes what they follow on a target, their
+settings there are written in a second round, re-planned after the first (for the queues
+the channel change left), journaled before they are written: one transaction. Their
+settings in sync before are journaled too, since a channel change can destroy them. Undo and
+restore put followers back last, in apply order, once the queues they belong to exist again.
 """
 
 from __future__ import annotations
@@ -14,13 +21,16 @@ import signal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nodenetd.errors import ApplyFailed, KernelError, Unsupported
+from nodenetd.errors import ApplyFailed, Gone, KernelError, Unsupported
 from nodenetd.tuning.journal import Journal, Original
 from nodenetd.tuning.kinds import KINDS, order_of
 from nodenetd.tuning.plan import Change, Skip, Target
 from nodenetd.tuning.session import KernelSession
+
+if TYPE_CHECKING:
+    from nodenetd.tuning.desired import Desired
 
 log = logging.getLogger("nodenetd.transaction")
 
@@ -44,6 +54,16 @@ def group_writes(items: Iterable[Expected]) -> list[Write]:
     ordered = sorted(groups.items(), key=lambda g: (order_of(g[0][0], g[0][1].device),
                                                     g[0][1].device or ""))
     return [(slot[0], slot[1], values) for slot, values in ordered]
+
+
+def restore_order(items: Iterable[Expected]) -> list[Write]:
+    """Writes that put values back: newest kind first, except kinds that follow others
+    (queue steering follows channels), which go last and in apply order: their queues
+    exist again only once the channels are back, and a kind that follows another follower
+    (steering follows qdisc: mqprio resets XPS) comes after it."""
+    writes = group_writes(items)
+    return ([w for w in reversed(writes) if not KINDS[w[0]].follows]
+            + [w for w in writes if KINDS[w[0]].follows])
 
 
 @dataclass
@@ -123,26 +143,47 @@ def undo(session: KernelSession, before: dict[str, Original]) -> list[str]:
     """Put back pre-transaction values, newest kind first; return what could not be undone.
     A setting the device cannot take was never changed, so Unsupported is not a failure."""
     items = [(o.kind, o.target, o.key, o.value) for o in before.values()]
-    outcome = write_all(session, list(reversed(group_writes(items))), stop_on_failure=False)
-    errors = [str(exc) for _, exc in outcome.failed]
+    outcome = write_all(session, restore_order(items), stop_on_failure=False)
+    # A queue the undone channel change removes again has nothing left to undo.
+    errors = [str(exc) for (kind, _, _), exc in outcome.failed
+              if not (isinstance(exc, Gone) and KINDS[kind].follows)]
     errors += [text for _, text in mismatches(session, expected_of(outcome.done))]
     return errors
 
 
 class Transaction:
-    def __init__(self, session: KernelSession, journal: Journal, *, strict: bool = False):
+    """``desired``: the desired state the changes were planned from; with it, settings that
+    follow a kind the transaction changes on the same target are re-planned after it."""
+
+    def __init__(self, session: KernelSession, journal: Journal, *, strict: bool = False,
+                 desired: Desired | None = None):
         self.session = session
         self.journal = journal
         self.strict = strict
+        self.desired = desired
 
     def run(self, changes: Sequence[Change]) -> ApplyResult:
         result = ApplyResult()
         if not changes:
             return result
-        fresh = set(self.journal.begin(changes, os.getpid()))
+        replan = self._to_replan(changes)
+        # A channel change re-creates queues (and some drivers reset the steering of those
+        # that stay): the originals of follower settings in sync now are journaled too.
+        keep = self._followers_in_sync(replan, changes) if replan else []
+        fresh = set(self.journal.begin([*changes, *keep], os.getpid()))
         by_key = {(c.kind, c.target, c.key): c for c in changes}
         outcome = write_all(self.session, group_writes(
-            (c.kind, c.target, c.key, c.desired) for c in changes))
+            (c.kind, c.target, c.key, c.desired) for c in changes
+            if (c.kind, c.target) not in replan))
+        if replan and not outcome.failed:
+            later = self._replan(replan)
+            fresh |= set(self.journal.extend(later))
+            by_key.update({(c.kind, c.target, c.key): c for c in later})
+            more = write_all(self.session, group_writes(
+                (c.kind, c.target, c.key, c.desired) for c in later))
+            outcome.done += more.done
+            outcome.unsupported += more.unsupported
+            outcome.failed += more.failed
         failures = [f"{target} {kind}.{','.join(values)}: {exc.reason}"
                     for (kind, target, values), exc in outcome.failed]
         if self.strict:
@@ -160,6 +201,52 @@ class Transaction:
                                     exc.reason) for key, value in values.items()]
         self.journal.finish(forget=fresh & self._unchanged(result.skipped))
         return result
+
+    def _to_replan(self, changes: Sequence[Change]) -> set[tuple[str, Target]]:
+        """(kind, target) pairs to re-plan: kinds that follow a kind these changes touch on
+        the same target (steering after channels). Needs the desired state."""
+        if self.desired is None:
+            return set()
+        touched = {(c.kind, c.target) for c in changes}
+        followers = [name for name, kind in KINDS.items() if kind.follows]
+        pairs = set()
+        for name in followers:
+            for kind, target in touched:
+                if kind in KINDS[name].follows and target.device in self.desired.interfaces:
+                    pairs.add((name, target))
+        return pairs
+
+    def _followers_in_sync(self, pairs: set[tuple[str, Target]],
+                           changes: Sequence[Change]) -> list[Change]:
+        """The follower settings of these targets that are in sync before any write, as
+        changes to themselves: journaled, never written by this transaction."""
+        planned = {c.id for c in changes}
+        return [Change(i.kind, i.target, i.key, i.why, i.value, i.value)
+                for i in self._plan_followers(pairs).in_sync
+                if (i.kind, i.target) in pairs and i.id not in planned]
+
+    def _plan_followers(self, pairs: set[tuple[str, Target]]):
+        from nodenetd.tuning.planner import plan  # the planner imports the kinds we use
+
+        assert self.desired is not None
+        devices = {target.device for _, target in pairs if target.device}
+        sub = self.desired.only(devices=devices, node=False, kinds={n for n, _ in pairs})
+        return plan(sub, self.session)
+
+    def _replan(self, pairs: set[tuple[str, Target]]) -> list[Change]:
+        """The follower settings of these targets as the kernel has them now, after the
+        kinds they follow were written (new queues included, removed ones gone)."""
+        for name in {name for name, _ in pairs}:
+            KINDS[name].refresh(self.session)
+        replanned = self._plan_followers(pairs)
+        devices = {target.device for _, target in pairs if target.device}
+        later = [c for c in replanned.changes if (c.kind, c.target) in pairs]
+        for skip in replanned.skipped:
+            log.info("re-planned %s %s.%s skipped: %s", skip.target, skip.kind, skip.key,
+                     skip.reason)
+        log.info("re-planned %d queue setting(s) of %s after their queue counts changed",
+                 len(later), ", ".join(sorted(devices)))
+        return later
 
     def _unchanged(self, skipped: list[Skip]) -> set[str]:
         """Skipped settings whose value the kernel really left alone: their originals are

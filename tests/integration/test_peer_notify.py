@@ -314,13 +314,13 @@ def test_each_round_announces_every_address_once_at_the_interval(lab):
                                   | {("na", a): 3 for a in NODE_V6})
     assert {(item.mac, item.eth_src) for item in seen} == {(NODE_MAC, NODE_MAC)}
     assert {item.flags for item in seen if item.kind == "na"} == {0x20}  # O; R and S clear
-    # rounds of 4 frames, each sent at once (well under a millisecond on an idle host), 200 ms
-    # apart; the slack is for a loaded CI host, which may preempt the loop's thread
+    # rounds of 4 frames, never closer together than the interval allows (timers never fire
+    # early, and a late loop still keeps rounds interval/2 apart); how late a loaded host
+    # sends them is not this test's business (no upper bound: no timed assertions)
     rounds = rounds_of(seen, 4)
     assert [len({(i.kind, i.address) for i in r}) for r in rounds] == [4, 4, 4]
-    assert all(r[-1].at - r[0].at < SLACK for r in rounds), rounds
     gaps = [later[0].at - earlier[0].at for earlier, later in pairwise(rounds)]
-    assert all(0.2 - SLACK / 2 <= gap < 0.2 + SLACK for gap in gaps), gaps
+    assert all(gap >= 0.2 - SLACK for gap in gaps), gaps
 
 
 def test_the_router_flag_follows_the_interfaces_ipv6_forwarding(lab):
@@ -456,9 +456,9 @@ def test_a_newer_switch_cancels_the_rounds_still_pending(lab):
                                    ("na", NODE_V6[0]): 5})
     first = [item.at for item in seen if item.address == NODE_V4[0]]
     second = sorted(item.at for item in seen if item.address == NODE_V4[1])
-    assert 0.1 - SLACK / 2 <= second[0] - first[0] < 0.1 + SLACK  # the new burst's round 1
+    assert second[0] - first[0] >= 0.1 - SLACK  # the new burst's round 1, after the first's
     gaps = [b - a for a, b in pairwise(second)]
-    assert all(0.2 - SLACK / 2 <= gap < 0.2 + SLACK for gap in gaps), gaps
+    assert all(gap >= 0.2 - SLACK for gap in gaps), gaps
 
 
 def test_cancel_and_close_drop_the_pending_rounds(lab):

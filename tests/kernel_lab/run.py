@@ -13,7 +13,7 @@ Where the tests run is decided once, in this order:
    reported as skipped with the reason; with CI=true that is a failure instead, because CI's
    lane must really run.
 
-A hard timeout (``--timeout``, default 480 s) kills the whole process group: a crashed or hung
+A hard timeout (``--timeout``, default 1200 s) kills the whole process group: a crashed or hung
 guest becomes a failed run with the guest's console, never a hang. Results land in the output
 directory (default .lab-cache/kernel-lab): junit.xml, console.log (the guest's serial console:
 kernel messages), output.log (what the guest printed), status.json, stacks.txt.
@@ -56,6 +56,11 @@ MODULES = [
     "sch_fq_codel",
     "sch_mqprio",
     "sch_cake",
+    "sch_htb",  # tc QoS (tests/kernel/test_qdisc_lab.py): htb, tbf, ingress policing with u32
+    "sch_tbf",
+    "sch_ingress",
+    "cls_u32",
+    "act_police",
     "tcp_bbr",
 ]
 ARTIFACTS = (
@@ -333,6 +338,21 @@ def vng_argv(
     return argv
 
 
+def guest_argv(
+    out: Path, command: str, kernel: Path, accel: str, memory: str = "1G", cpus: int = 2
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment that boot this lane's VM with ``command`` as its only program.
+
+    The same VM the tests get (vng_argv): the host root read-only, ``out`` shared
+    read-write, the checkout as working directory. For other users of the lane, such as
+    bench/failover; run it in its own process group and kill_group it when done.
+    """
+    args = argparse.Namespace(memory=memory, cpus=cpus, qemu_opts=[])
+    argv = [*vng_argv(args, out, kernel, accel), "--exec", command]
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    return argv, env
+
+
 # -- reporting ----------------------------------------------------------------------------
 
 
@@ -390,8 +410,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     add(
         "--timeout",
         type=float,
-        default=float(env("NODENETD_KERNEL_LAB_TIMEOUT", "480")),
-        help="hard limit in seconds for the whole run, boot included (default 480)",
+        default=float(env("NODENETD_KERNEL_LAB_TIMEOUT", "1200")),
+        help="hard limit in seconds for the whole run, boot included (default 1200)",
     )
     add(
         "--kernel",

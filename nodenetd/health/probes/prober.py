@@ -76,6 +76,7 @@ import socket
 import struct
 import time
 from abc import ABC, abstractmethod
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ from nodenetd.health.probes import packets, sockets
 __all__ = [
     "MIN_INTERVAL",
     "PROMPT_READ",
+    "RTT_BUCKETS",
     "ProbeCounters",
     "ProbeKind",
     "ProbeResult",
@@ -104,6 +106,9 @@ _BUFSIZE = 2048
 _ANCSIZE = socket.CMSG_SPACE(16)
 _TIMESPEC = struct.Struct("=qq")
 _EARLY = 1e-6  # a timer may fire this much before its time and still count as on time
+# Upper bounds (seconds) of the RTT histogram kept per probe for the metrics: 25 us doubling
+# to ~0.8 s, so a veth (~30 us), a LAN (~0.2 ms) and a WAN path each land in a few buckets.
+RTT_BUCKETS = tuple(25e-6 * 2**k for k in range(16))
 
 
 _CLOCK_SLACK = 20e-6  # how far apart the clock reads behind an offset may be
@@ -227,6 +232,10 @@ class ProbeCounters:
     late: int = 0  # replies after their deadline, or matching nothing outstanding
     skipped: int = 0  # send slots missed because the loop was late by a whole interval
     last_rtt: float | None = None
+    # RTTs of the ``ok`` replies: per RTT_BUCKETS bucket (not cumulative, the last one above
+    # every bound), and their sum
+    rtt_counts: tuple[int, ...] = ()
+    rtt_sum: float = 0.0
 
     @property
     def failed(self) -> int:
@@ -259,6 +268,8 @@ class _Probe:
         "ok",
         "outstanding",
         "peer_mac",
+        "rtt_counts",
+        "rtt_sum",
         "send_errors",
         "sent",
         "skipped",
@@ -293,6 +304,8 @@ class _Probe:
         self.slot: int | None = None  # index of the next slot on the grid, after the first
         self.sent = self.ok = self.timeouts = self.send_errors = self.late = self.skipped = 0
         self.last_rtt: float | None = None
+        self.rtt_counts = [0] * (len(RTT_BUCKETS) + 1)
+        self.rtt_sum = 0.0
 
     def counters(self) -> ProbeCounters:
         return ProbeCounters(
@@ -303,6 +316,8 @@ class _Probe:
             self.late,
             self.skipped,
             self.last_rtt,
+            tuple(self.rtt_counts),
+            self.rtt_sum,
         )
 
     def oldest(self) -> _Pending | None:
@@ -810,6 +825,8 @@ class Prober:
         rtt = max(0.0, at - pending.sent_at)
         probe.ok += 1
         probe.last_rtt = rtt
+        probe.rtt_counts[bisect_left(RTT_BUCKETS, rtt)] += 1
+        probe.rtt_sum += rtt
         probe.oldest()  # drop it (and any answered before it) from the front
         self._emit(
             ProbeResult(self.member, probe.kind, probe.target, True, rtt, at, pending.sent_at)

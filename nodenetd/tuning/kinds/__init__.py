@@ -3,7 +3,12 @@
 Global sysctls first (independent of any device); then per interface: a bond's options and
 its members' priorities (the failover group's; nothing below depends on them), queue counts before
 ring sizes and offloads that depend on them, coalescing, offload features, link attributes
-(an MTU change can reset the device), and per-interface sysctls last.
+(an MTU change can reset the device), the qdisc tree (an mq has one child per TX queue,
+so it follows channels too), per-interface sysctls, and queue steering and IRQ
+affinity last: they belong to queues, which channels create and remove, and a driver may
+reset them when it reopens its rings (mlx5 sets XPS whenever it opens its channels). They
+follow channels (``SettingKind.follows``): re-planned within the transaction after a channel
+change, and restored after channels are.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from nodenetd.tuning.kinds.channels import ChannelsKind
 from nodenetd.tuning.kinds.coalesce import CoalesceKind
 from nodenetd.tuning.kinds.features import FeaturesKind
 from nodenetd.tuning.kinds.link import LinkKind
+from nodenetd.tuning.kinds.qdisc import QdiscKind
 from nodenetd.tuning.kinds.rings import RingsKind
+from nodenetd.tuning.kinds.steering import IrqAffinityKind, SteeringKind
 from nodenetd.tuning.kinds.sysctl import SysctlKind
 
 KINDS: dict[str, SettingKind] = {
@@ -28,11 +35,15 @@ KINDS: dict[str, SettingKind] = {
         CoalesceKind(),
         FeaturesKind(),
         LinkKind(),
+        QdiscKind(),
+        SteeringKind(),
+        IrqAffinityKind(),
     )
 }
 
 APPLY_ORDER: tuple[str, ...] = (
-    "bond", "bond_slave", "channels", "rings", "coalesce", "features", "link", "sysctl")
+    "bond", "bond_slave", "channels", "rings", "coalesce", "features", "link", "qdisc",
+    "sysctl", "steering", "irq_affinity")
 
 
 def order_of(kind: str, device: str | None) -> int:
