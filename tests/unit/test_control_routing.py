@@ -37,7 +37,7 @@ def daemon(loop, tmp_path, monkeypatch) -> Iterator[FakeController]:
     monkeypatch.setenv(control.SOCKET_ENV, path)
     srv = loop.run(control.serve(path, fake))
     yield fake
-    srv.close()
+    loop.close_server(srv)  # on the loop's own thread: asyncio servers are not thread-safe
 
 
 @pytest.fixture
