@@ -3,7 +3,7 @@ others own are left to them: kube-proxy's conntrack keys are never written by
 kubernetes-node, even when they differ, unless a node takes one over explicitly.
 
 (In a non-initial namespace the global net.core keys do not exist: they are planned as
-skipped here and applied in the kernel lab, tests/kernel/test_builtin_profiles_lab.py.)
+skipped here; the kernel-lab check with them is still to come.)
 """
 
 from __future__ import annotations
