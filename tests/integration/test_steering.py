@@ -276,14 +276,18 @@ def test_interrupt_affinity_of_a_virtual_nic_is_skipped_with_the_reason(node):
     assert "a virtual interface has no queue interrupts" in skip["reason"]
 
 
-def test_a_running_irqbalance_is_found_with_what_it_leaves_alone(tmp_path):
-    """A process named irqbalance (a python started through a link of that name, so its
-    comm is irqbalance) with irqbalance's own options on its command line."""
-    link = tmp_path / "irqbalance"
-    link.symlink_to(sys.executable)
-    process = subprocess.Popen([str(link), "-c", "import time; time.sleep(30)",
-                                "--foreground", "--banirq=77", "--banmod=mlx5_core"])
-    try:  # Popen returns once the exec has happened
+def test_a_running_irqbalance_is_found_with_what_it_leaves_alone():
+    """A process named irqbalance (a python that renames itself through /proc/self/comm, as
+    prctl(PR_SET_NAME) does, whatever launcher started it) with irqbalance's own options on
+    its command line."""
+    rename = ("import sys, time\n"
+              "open('/proc/self/comm', 'w').write('irqbalance')\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(30)\n")
+    process = subprocess.Popen([sys.executable, "-c", rename, "--foreground", "--banirq=77",
+                                "--banmod=mlx5_core"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "ready"
         assert Path(f"/proc/{process.pid}/comm").read_text().strip() == "irqbalance"
         found = SteeringFs().irqbalance()
         assert found is not None and found.pid == process.pid
@@ -291,6 +295,7 @@ def test_a_running_irqbalance_is_found_with_what_it_leaves_alone(tmp_path):
     finally:
         process.kill()
         process.wait()
+        process.stdout.close()
     assert SteeringFs().irqbalance() is None
 
 
