@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodenetd.cli import commands
+from nodenetd.cli.render import show_setting
 from nodenetd.daemon import control
 from nodenetd.daemon.api import EXIT_USAGE, Reply
 from nodenetd.daemon.logs import log_change
@@ -390,10 +391,10 @@ class Service:
             why = why_of.get(change.id, "queues changed")
             if why == "drift":
                 self.counters.drift_corrected += 1
-            log_change(log, logging.INFO,
-                       f"{change.label}: {change.current!r} -> {change.desired!r} "
-                       f"({why}; {change.why})", interface=change.target.device,
-                       setting=change.key, old=change.current, new=change.desired, reason=why)
+            old, new = show_setting(change, change.current), show_setting(change, change.desired)
+            log_change(log, logging.INFO, f"{change.label}: {old} -> {new} ({why}; {change.why})",
+                       interface=change.target.device, setting=change.key, old=old, new=new,
+                       reason=why)
 
     # -- reload and control -----------------------------------------------------------------
 

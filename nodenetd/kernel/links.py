@@ -72,7 +72,17 @@ class ifla(nla):
         nla_map = (
             (1, "IFLA_INFO_KIND", "asciiz"),
             (4, "IFLA_INFO_SLAVE_KIND", "asciiz"),
+            (5, "IFLA_INFO_SLAVE_DATA", "cdata"),  # its layout depends on the slave kind
         )
+
+
+class _bond_slave(nla):
+    """IFLA_INFO_SLAVE_DATA of a bond's member (linux/if_link.h IFLA_BOND_SLAVE_*)."""
+
+    nla_map = (
+        (1, "IFLA_BOND_SLAVE_STATE", "uint8"),
+        (2, "IFLA_BOND_SLAVE_MII_STATUS", "uint8"),
+    )
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,11 @@ class Link:
     # count every change, also those the kernel's link-watch coalesced out of notifications.
     carrier_up_count: int | None = None
     carrier_down_count: int | None = None
+    # A bond member's (IFLA_BOND_SLAVE_STATE, IFLA_BOND_SLAVE_MII_STATUS): the bond's own view
+    # of it. The bond announces a change of either with RTM_NEWLINK about the member
+    # (NETDEV_CHANGELOWERSTATE) some miimon rounds after the carrier event, so it is part of
+    # what changed about the link.
+    bond_member: tuple[int, int] | None = None
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -123,6 +138,12 @@ def decode_link(data: bytes, offset: int, length: int) -> Link:
     attrs = decode_attrs(ifla, data, offset + _PAYLOAD, offset + length)
     linkinfo = attrs.get("IFLA_LINKINFO") or {}
     operstate = attrs.get("IFLA_OPERSTATE")
+    bond_member = None
+    if linkinfo.get("IFLA_INFO_SLAVE_KIND") == "bond" and "IFLA_INFO_SLAVE_DATA" in linkinfo:
+        data = linkinfo["IFLA_INFO_SLAVE_DATA"]
+        slave = decode_attrs(_bond_slave, data, 0, len(data))
+        bond_member = (slave.get("IFLA_BOND_SLAVE_STATE", -1),
+                       slave.get("IFLA_BOND_SLAVE_MII_STATUS", -1))
     return Link(
         index=index,
         name=attrs.get("IFLA_IFNAME", ""),
@@ -142,6 +163,7 @@ def decode_link(data: bytes, offset: int, length: int) -> Link:
         loopback=bool(flags & IFF_LOOPBACK),
         carrier_up_count=attrs.get("IFLA_CARRIER_UP_COUNT"),
         carrier_down_count=attrs.get("IFLA_CARRIER_DOWN_COUNT"),
+        bond_member=bond_member,
     )
 
 

@@ -84,7 +84,7 @@ def test_drift_is_corrected_and_logged_with_fields(running):
     assert eventually(lambda: mtu(node, "lab0") == 4000)
     assert eventually(lambda: node.ns.features("lab1")["generic-receive-offload"] == "on")
     assert eventually(lambda: "lab0 link.mtu: 1500 -> 4000 (drift" in daemon.log)
-    assert "lab1 features.rx-gro: False -> True (drift" in daemon.log
+    assert "lab1 features.rx-gro: off -> on (drift" in daemon.log
 
 
 def test_deleted_interfaces_leave_the_journal_without_errors(running):

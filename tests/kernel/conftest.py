@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.lab.netns import Netns
+from tests.lab.node import Node
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,9 @@ def netem() -> Iterator[Netem]:
     yield impair
     for ns, dev in reversed(list(impair.applied)):
         impair.clear(ns, dev)
+
+
+@pytest.fixture
+def node(make_netns, tmp_path) -> Node:
+    """A lab node whose nodenetctl runs in-process (forked into the namespace)."""
+    return Node(make_netns("node"), make_netns("switch"), tmp_path, in_process=True)

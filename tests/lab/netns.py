@@ -6,12 +6,19 @@ Everything runs through ``ip netns exec`` so each command sees the namespace's o
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import io
 import json
 import os
+import pickle
+import select
 import shutil
 import subprocess
 import sys
+import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,10 @@ VENV_BIN = Path(sys.executable).parent
 
 class LabError(RuntimeError):
     """A lab command failed; the message carries the command and its stderr."""
+
+
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+MS_REC, MS_SLAVE, MNT_DETACH = 0x4000, 0x80000, 2
 
 
 def run(argv: list[str], *, check: bool = True, timeout: float = 60, **kwargs: Any):
@@ -61,6 +72,44 @@ class Netns:
 
     def json(self, *argv: str) -> Any:
         return json.loads(self.run(*argv).stdout or "null")
+
+    def call(self, function: Callable[..., Any], *args: Any, timeout: float = 300) -> Any:
+        """``function(*args)`` in a forked child that entered this namespace the way ``ip
+        netns exec`` does (its own mount namespace, a sysfs mounted for the network
+        namespace): nodenetd code that is already imported runs there at once. Under the
+        kernel lab's emulation a new interpreter costs 10 s or more of imports; a fork costs
+        milliseconds. Returns the result; re-raises the child's exception as LabError."""
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            os.close(reader)
+            try:
+                _enter(self.name)
+                reply: tuple[str, Any] = ("ok", function(*args))
+            except BaseException:  # reported to the parent, whatever it was
+                reply = ("error", traceback.format_exc())
+            try:
+                payload = pickle.dumps(reply)
+            except Exception:  # an unpicklable result
+                payload = pickle.dumps(("error", traceback.format_exc()))
+            with os.fdopen(writer, "wb") as pipe:
+                pipe.write(payload)
+            os._exit(0)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as pipe:
+            payload = _read_within(pipe, timeout, pid)
+        _, status = os.waitpid(pid, 0)
+        if not payload:
+            raise LabError(f"{function.__name__} in {self.name} died (wait status {status})")
+        outcome, value = pickle.loads(payload)
+        if outcome == "error":
+            raise LabError(f"{function.__name__} in {self.name} failed:\n{value}")
+        return value
+
+    def nodenetctl_in_process(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """nodenetctl's own ``main`` run in this namespace by ``call``: the same parsing,
+        engine and rendering as the command, without an interpreter start."""
+        return self.call(_nodenetctl_main, list(args))
 
     def veth(
         self,
@@ -121,6 +170,53 @@ class Netns:
             env=env,
             **kw,
         )
+
+
+def _enter(name: str) -> None:
+    """Join network namespace NAME with a private mount namespace and a fresh sysfs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+    check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    check(libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None), "mount --make-rslave /")
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        check(libc.setns(fd, CLONE_NEWNET), f"setns({name})")
+    finally:
+        os.close(fd)
+    check(libc.umount2(b"/sys", MNT_DETACH), "umount /sys")
+    check(libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None), "mount sysfs")
+
+
+def _read_within(pipe: Any, timeout: float, pid: int) -> bytes:
+    """Everything the child writes, or LabError (and the child killed) after TIMEOUT s."""
+    chunks = []
+    while True:
+        ready, _, _ = select.select([pipe], [], [], timeout)
+        if not ready:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise LabError(f"a namespace call did not finish within {timeout:.0f} s")
+        chunk = os.read(pipe.fileno(), 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _nodenetctl_main(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    from nodenetd.cli.main import main  # already imported by the caller, or imported once here
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's own exits
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["nodenetctl", *argv], code, out.getvalue(),
+                                       err.getvalue())
 
 
 def require_tools(*tools: str) -> list[str]:
