@@ -322,6 +322,8 @@ class Campaign:
     threshold_ms: float = 1.0
     max_failures: int | None = None  # unusable streams tolerated (default: 3 or a fifth)
     rejected: int = 0  # unusable streams in the last run
+    deadline: float | None = None  # time.monotonic() after which no new cut starts
+    truncated: bool = False  # the last run stopped at the deadline
 
     def run(self, cuts: int, label: str) -> list[list[Sample]]:
         try:
@@ -335,6 +337,10 @@ class Campaign:
         failures = 0
         tolerated = self.max_failures if self.max_failures is not None else max(3, cuts // 5)
         while len(done) < cuts:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.truncated = True
+                say(f"{label}: out of time after {len(done)} cuts")
+                break
             self.settle()
             try:
                 raw = self.traffic.stream(self.pre + self.hold + self.tail,
@@ -798,6 +804,22 @@ class Daemon:
             if group.get("name") == name:
                 return group
         return None
+
+    def switches(self, name: str) -> int | None:
+        """How many times the group has switched its active member so far."""
+        group = self.group(name)
+        if group is None:
+            return None
+        return sum(group.get("counters", {}).get("switches", {}).values())
+
+    def quiet_minute(self, name: str, seconds: float) -> dict:
+        """CPU (% of one core) and switches over ``seconds`` with no cut and no traffic: any
+        switch here is a false failover."""
+        before = self.switches(name)
+        cpu = self.cpu_percent(seconds)
+        after = self.switches(name)
+        spurious = None if before is None or after is None else after - before
+        return {"cpu_pct": cpu, "spurious_switches": spurious}
 
     def settled(self, name: str, preferred: str) -> bool:
         """The group has ``preferred`` active and every member usable and up."""

@@ -33,6 +33,7 @@ from bench.failover_lab import (
     Cut,
     Daemon,
     Lab,
+    LabError,
     Traffic,
     bond_address,
     bond_lab,
@@ -53,7 +54,9 @@ SYSTEMS = {
     "bond-miimon": ["miimon", "100"],
     "bond-arp": ["arp_interval", "100", "arp_ip_target", "192.0.2.1", "arp_missed_max", "2"],
     "nodenetd-bond": None,
+    "nodenetd-bond-100ms": None,
 }
+INTERVALS = {"nodenetd-bond-100ms": 0.1}  # else the plan's
 SCENARIOS = {"carrier": "carrier", "gray": "gray"}
 
 
@@ -105,10 +108,12 @@ def calibrate(lab: Lab, rates: list[int], pacing_us: int, root: Path) -> tuple[i
     return candidates[-1], tried
 
 
-def measure(system: str, plan: dict, rate: int, root: Path) -> dict:
+def measure(system: str, plan: dict, rate: int, root: Path, out: Path, results: dict) -> dict:
     lab = bond_lab()
     daemon = traffic = None
     result: dict = {"scenarios": {}, "controls": [], "notes": []}
+    results["systems"][system] = result  # written after every scenario: a kill keeps them
+    deadline = STARTED + plan["deadline_s"]
     try:
         if SYSTEMS[system] is not None:
             kernel_bond(lab, SYSTEMS[system])
@@ -121,7 +126,7 @@ def measure(system: str, plan: dict, rate: int, root: Path) -> dict:
         else:
             daemon = Daemon(lab["node"], root / system)
             daemon.write(BOND_GROUP, preempt_delay=plan["preempt_delay"],
-                         interval=plan["interval"])
+                         interval=INTERVALS.get(system, plan["interval"]))
             ok, said = daemon.check(timeout=900)
             if not ok:
                 result["skipped"] = f"nodenetd rejects the bond group config: {said}"
@@ -139,9 +144,12 @@ def measure(system: str, plan: dict, rate: int, root: Path) -> dict:
                            plan["preempt_delay"] + 120, interval=0.1)
                 time.sleep(0.2)
 
-        settle()
         if daemon is not None:
-            result["cpu_pct"] = daemon.cpu_percent(plan["cpu_seconds"])
+            time.sleep(5)  # past start-up work
+            result |= daemon.quiet_minute("bond0", plan["cpu_seconds"])
+            say(f"{system}: CPU {result['cpu_pct']:.1f} % of one core, "
+                f"{result['spurious_switches']} switches in a quiet {plan['cpu_seconds']:.0f} s")
+        settle()
         pacing = plan["pacing_us"]
         traffic = Traffic(lab["node"], lab["server"], lab["router"], ["s0:out"], rate, root,
                           pacing_us=pacing, startup_timeout=60, paths=["p0", "p1"],
@@ -152,14 +160,19 @@ def measure(system: str, plan: dict, rate: int, root: Path) -> dict:
             campaign = Campaign(traffic, Cut(scenario, lab["router"], "p0"), "p0", settle,
                                 pre=plan["pre"], hold=plan["hold"], tail=tail,
                                 threshold_ms=gap_threshold_ms(rate, pacing),
-                                max_failures=plan["cuts"])
+                                max_failures=plan["cuts"], deadline=deadline)
             runs = campaign.run(plan["cuts"], f"vm {system} {scenario}")
             result.setdefault("rejected", {})[scenario] = campaign.rejected
+            if campaign.truncated:
+                result.setdefault("truncated", []).append(scenario)
             result["scenarios"][scenario] = [[sample_dict(s) for s in run] for run in runs]
+            write(out, results)
             say(f"done: {system} {scenario}")
         campaign = Campaign(traffic, Cut("carrier", lab["router"], "p0"), "p0", settle,
                             pre=plan["pre"], hold=plan["hold"], tail=tail,
                             threshold_ms=gap_threshold_ms(rate, pacing))
+        if time.monotonic() > deadline:
+            raise LabError("out of time before the control streams")
         result["controls"] = [sample_dict(s)
                               for s in campaign.controls(plan["controls"], f"vm {system}")]
         if daemon is not None:
@@ -175,6 +188,9 @@ def measure(system: str, plan: dict, rate: int, root: Path) -> dict:
             result["log_tail"] = daemon.tail(60)
         lab.delete()
     return result
+
+
+STARTED = time.monotonic()
 
 
 def main(argv: list[str]) -> int:
@@ -201,7 +217,7 @@ def main(argv: list[str]) -> int:
         results |= {"rate": rate, "calibration": tried}
         for system in plan["systems"]:
             say(f"{system}: {plan['cuts']} cuts per scenario at {rate} datagrams/s")
-            results["systems"][system] = measure(system, plan, rate, root)
+            measure(system, plan, rate, root, out, results)
             write(out, results)
     except Exception:
         results["error"] = traceback.format_exc()

@@ -80,8 +80,13 @@ class Skipped(Exception):
 # -- helpers -----------------------------------------------------------------------------
 
 
+STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(message, flush=True)
+    """One line of the log, stamped with the seconds since the checks started."""
+    stamp = f"[{time.monotonic() - STARTED:6.1f}]"
+    print("\n".join(f"{stamp} {line}" for line in message.splitlines()) or stamp, flush=True)
 
 
 def sh(command: str | list[str], *, check: bool = True, timeout: float = 300,

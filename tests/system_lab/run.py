@@ -189,8 +189,8 @@ def vm_checks(vm: VM, deb: Path, out: Path, results: Results, timeout: float) ->
             data = json.loads(line.removeprefix("@@result "))
             results.add(Result("vm", data["name"], data["status"], data["seconds"],
                                data["message"], data.get("doc", "")))
-        elif line.startswith("=== "):
-            say(f"vm: {line.removeprefix('=== ')}")
+        elif "] === " in line:
+            say(f"vm: {line.split('] === ', 1)[1]}")
 
     rc = vm.ssh_stream(f"python3 {INPUTS}/guest_checks.py {INPUTS}", timeout=timeout,
                        on_line=on_line)
@@ -299,12 +299,18 @@ def main(argv: list[str] | None = None) -> int:
             def build() -> str:
                 deb.append(build_deb(out))
                 return f"{deb[0].name}, {deb[0].stat().st_size // 1024} KiB"
-            if results.run("host", "build-deb", build):
+            results.run("host", "build-deb", build)
+
+        def lints() -> None:  # alongside the guests: neither needs the other
+            if deb and not args.deb:
                 results.run("host", "lintian", lambda: lintian(deb[0], out))
-        if "lint" not in args.skip:
-            results.run("host", "ansible-lint", lambda: ansible_lint(out))
+            if "lint" not in args.skip:
+                results.run("host", "ansible-lint", lambda: ansible_lint(out))
+        linter = threading.Thread(target=lints, daemon=True)
+        linter.start()
         preparer.join()
         if not deb or not lab_image:
+            linter.join()
             return finish(args, results, out, started)
 
         missing_deps = sorted(set(deb_depends(deb[0])) - set(lab_image[0].packages()))
@@ -312,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             results.add(Result("host", "image-has-dependencies", "failed", 0.0,
                                f"the image lacks {missing_deps}: add them to "
                                "tests/system_lab/image.py PACKAGES"))
+            linter.join()
             return finish(args, results, out, started)
 
         phases = []
@@ -341,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             phase.join(timeout=max(1.0, deadline - time.monotonic()))
         if any(phase.is_alive() for phase in phases):
             say(f"TIMEOUT: still running after {args.timeout:.0f}s; stopping the guests")
+        linter.join(timeout=max(1.0, deadline - time.monotonic()))
         if results.failed("vm") and vm.running():
             save_journal(lambda cmd, timeout: vm.ssh(cmd, timeout=timeout), "vm", out)
         if container is not None and results.failed("container") and container.leader:
