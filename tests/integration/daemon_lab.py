@@ -10,30 +10,39 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.lab.netns import REPO
+from tests.lab.netns import REPO, Forked
 
 
 @dataclass
 class Daemon:
-    node: object  # tests.integration.conftest.Node
-    proc: subprocess.Popen
+    node: object  # tests.lab.node.Node
+    proc: subprocess.Popen | Forked
     notify: socket.socket
     log_path: Path
     messages: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, node, *, env: dict[str, str] | None = None) -> Daemon:
+    def start(cls, node, *, env: dict[str, str] | None = None, fork: bool = False) -> Daemon:
+        """nodenetd in the node's namespace: a new interpreter, or with ``fork`` the test
+        process forked into its ``main`` (the kernel lab: no interpreter start under
+        emulation)."""
         notify_path = node.root / "notify.sock"
         notify_path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(notify_path))
         log_path = node.root / f"nodenetd-{time.monotonic_ns()}.log"
-        environment = {**os.environ, "PYTHONPATH": str(REPO),
-                       "NOTIFY_SOCKET": str(notify_path), **(env or {})}
-        argv = node.ns.python_argv("nodenetd.daemon.main", "--config", str(node.config),
-                                   "--log-level", "debug")
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(argv, env=environment, stdout=log, stderr=log)
+        added = {"NOTIFY_SOCKET": str(notify_path), **(env or {})}
+        args = ["--config", str(node.config), "--log-level", "debug"]
+        proc: subprocess.Popen | Forked
+        if fork:
+            from nodenetd.daemon.main import main
+
+            proc = node.ns.spawn(main, args, log_path=log_path, env=added)
+        else:
+            environment = {**os.environ, "PYTHONPATH": str(REPO), **added}
+            with open(log_path, "w") as log:
+                proc = subprocess.Popen(node.ns.python_argv("nodenetd.daemon.main", *args),
+                                        env=environment, stdout=log, stderr=log)
         return cls(node, proc, sock, log_path)
 
     def receive(self, timeout: float) -> list[str]:

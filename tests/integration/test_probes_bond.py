@@ -85,34 +85,20 @@ class BondLab:
 @pytest.fixture
 def lab(make_netns) -> BondLab:
     node, switch = make_netns("probe-bond"), make_netns("probe-switch")
-    switch.run(
-        "ip", "link", "add", "name", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"
-    )
-    node.run(
-        "ip",
-        "link",
-        "add",
-        "name",
-        "bond0",
-        "type",
-        "bond",
-        "mode",
-        "active-backup",
-        "miimon",
-        "50",
-    )
-    for member, port in MEMBERS.items():
-        node.veth(member, port, peer_ns=switch, up=False)
-        node.run("ip", "link", "set", "dev", member, "master", "bond0")
-        switch.run("ip", "link", "set", "dev", port, "master", "br0")
-        switch.run("ip", "link", "set", "dev", port, "up")
-    node.run("ip", "link", "set", "dev", "bond0", "type", "bond", "primary", "m0")
-    node.run("ip", "link", "set", "dev", "bond0", "up")
-    switch.run("ip", "link", "set", "dev", "br0", "up")
-    node.run("ip", "addr", "add", "192.0.2.2/24", "dev", "bond0")
-    node.run("ip", "addr", "add", "2001:db8:a::2/64", "dev", "bond0", "nodad")
-    switch.run("ip", "addr", "add", "192.0.2.1/24", "dev", "br0")
-    switch.run("ip", "addr", "add", "2001:db8:a::1/64", "dev", "br0", "nodad")
+    # one ``ip -batch`` per namespace: every ``ip`` process costs ~0.3 s under TCG
+    node.run("ip", "-batch", "-", input="link add name bond0 type bond mode active-backup "
+             "miimon 50\n" + "".join(
+                 f"link add {member} type veth peer name {port} netns {switch.name}\n"
+                 f"link set {member} master bond0\n" for member, port in MEMBERS.items()))
+    switch.run("ip", "-batch", "-", input=(
+        "link add name br0 type bridge stp_state 0 forward_delay 0\n"
+        + "".join(f"link set {port} master br0\nlink set {port} up\n"
+                  for port in MEMBERS.values())
+        + "link set br0 up\naddr add 192.0.2.1/24 dev br0\n"
+        "addr add 2001:db8:a::1/64 dev br0 nodad\n"))
+    node.run("ip", "-batch", "-", input=(
+        "link set bond0 type bond primary m0\nlink set bond0 up\n"
+        "addr add 192.0.2.2/24 dev bond0\naddr add 2001:db8:a::2/64 dev bond0 nodad\n"))
     lab = BondLab(node, switch)
     switch.run("ping", "-c1", "-W5", "192.0.2.2")  # the bond is up and the switch learned it
     assert lab.slave("m0")["state"] == "ACTIVE"

@@ -305,8 +305,8 @@ class BondLab:
             f"state_dir: {self.node.state_dir}\n"
             f"daemon: {{control_socket: {root / 'ctl.sock'}, sysctl_interval: 3600, "
             f"resync_interval: 3600}}\n" + failover)
-        self.daemon = Daemon.start(self.node)
-        self.daemon.wait_for("READY=1", timeout=600)  # its imports: 10 s to minutes under TCG
+        self.daemon = Daemon.start(self.node, fork=True)  # no interpreter start under TCG
+        self.daemon.wait_for("READY=1", timeout=300)
         self.address_bond()
         return self.daemon
 
@@ -766,7 +766,7 @@ def test_an_adopted_bond_keeps_its_active_member_and_restore_puts_its_options_ba
     assert status["counters"]["switches"] == {}
 
     lab.stop()
-    proc = lab.ns.nodenetctl("restore", "--config", str(lab.node.config))  # the real command
+    proc = lab.ns.nodenetctl_in_process("restore", "--config", str(lab.node.config))
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     links = lab.links()

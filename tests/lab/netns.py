@@ -10,12 +10,15 @@ import contextlib
 import ctypes
 import io
 import json
+import logging
 import os
 import pickle
 import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -106,10 +109,42 @@ class Netns:
             raise LabError(f"{function.__name__} in {self.name} failed:\n{value}")
         return value
 
+    def spawn(self, function: Callable[..., int], *args: Any, log_path: Path,
+              env: dict[str, str] | None = None) -> Forked:
+        """``function(*args)`` as a long-running forked child in this namespace (entered as
+        ``call`` does), stdout and stderr to ``log_path``, ``env`` added to its environment;
+        its return value is the exit status. A real process for signals and ``wait``, without
+        the interpreter start a new process costs under emulation."""
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 70  # EX_SOFTWARE, if anything below raises
+            try:
+                os.dup2(log_fd, 1)
+                os.dup2(log_fd, 2)
+                sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                    signal.signal(sig, signal.SIG_DFL)
+                root = logging.getLogger()
+                for handler in list(root.handlers):  # the test runner's capture handlers
+                    root.removeHandler(handler)
+                os.environ.update(env or {})
+                _enter(self.name)
+                code = function(*args)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code if isinstance(code, int) else 1)
+        os.close(log_fd)
+        return Forked(pid)
+
     def nodenetctl_in_process(self, *args: str) -> subprocess.CompletedProcess[str]:
         """nodenetctl's own ``main`` run in this namespace by ``call``: the same parsing,
         engine and rendering as the command, without an interpreter start."""
-        return self.call(_nodenetctl_main, list(args))
+        return self.call(nodenetctl_main, list(args))
 
     def veth(
         self,
@@ -172,6 +207,37 @@ class Netns:
         )
 
 
+class Forked:
+    """A child from ``Netns.spawn``, with the part of ``subprocess.Popen`` tests use."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 def _enter(name: str) -> None:
     """Join network namespace NAME with a private mount namespace and a fresh sysfs."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -206,7 +272,8 @@ def _read_within(pipe: Any, timeout: float, pid: int) -> bytes:
         chunks.append(chunk)
 
 
-def _nodenetctl_main(argv: list[str]) -> subprocess.CompletedProcess[str]:
+def nodenetctl_main(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """nodenetctl's ``main`` in this process, its output captured as a command's would be."""
     from nodenetd.cli.main import main  # already imported by the caller, or imported once here
 
     out, err = io.StringIO(), io.StringIO()
