@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.failover_stats import datagram_bitrate, stream_loss, switches
+from nodenetd.kernel.netlink import in_netns
 from tests.lab.netns import REPO, LabError, Netns
 
 PORT = 5201
@@ -399,25 +400,9 @@ class Rtnl:
     IFF_UP = 0x1
     IFLA_PROTINFO, IFLA_BRPORT_STATE, NLA_F_NESTED = 12, 1, 0x8000
     AF_BRIDGE = 7
-    CLONE_NEWNET = 0x40000000
 
     def __init__(self, ns: Netns) -> None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/run/netns/{ns.name}", os.O_RDONLY)
-        try:
-            if libc.setns(target, self.CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {ns.name}")
-            try:
-                self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-            finally:
-                if libc.setns(own, self.CLONE_NEWNET) != 0:  # back: this thread only
-                    raise OSError(ctypes.get_errno(), "setns back")
-        finally:
-            os.close(own)
-            os.close(target)
+        self.sock = in_netns(ns.name, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
         self.sock.bind((0, 0))
         self.seq = 0
         self.ns = ns

@@ -14,6 +14,7 @@ from typing import Any
 
 from tests.integration.daemon_lab import Daemon, eventually
 from tests.lab.netns import Netns
+from tests.lab.node import Node
 from tests.lab.uplinks import SERVER_V4, UplinkLab, gateway
 
 PROBES = "[{{icmp: {server}}}, {{arp: {gateway}}}]"
@@ -50,21 +51,9 @@ def group_yaml(*, interval: float = 0.02, preempt_delay: float = 1.0, failback: 
 
 
 @dataclass
-class FailoverNode:
-    """What tests.integration.daemon_lab.Daemon needs: the namespace, a root dir, a config."""
-
-    ns: Netns
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "nodenetd.yaml"
-
-
-@dataclass
 class FailoverLab:
     uplinks: UplinkLab
-    node: FailoverNode
+    node: Node
     daemons: list[Daemon] = field(default_factory=list)
 
     @property
@@ -72,14 +61,10 @@ class FailoverLab:
         return self.uplinks.node
 
     def write_config(self, failover: str, daemon: str = "") -> Path:
-        root = self.node.root
-        (root / "profiles").mkdir(exist_ok=True)
-        (root / "profiles" / "none.yaml").write_text("description: no tuning of its own\n")
-        self.node.config.write_text(
-            f"profiles: [none]\nprofile_dirs: [{root / 'profiles'}]\n"
-            f"state_dir: {root / 'state'}\n"
-            f"daemon: {{control_socket: {root / 'ctl.sock'}{daemon}}}\n" + failover)
-        return self.node.config
+        self.node.write_profile("none", "description: no tuning of its own\n")
+        return self.node.write_config(
+            ["none"], f"daemon: {{control_socket: {self.node.root / 'ctl.sock'}{daemon}}}\n"
+            + failover)
 
     def start(self, failover: str | None = None, daemon: str = "") -> Daemon:
         self.write_config(failover or group_yaml(), daemon)

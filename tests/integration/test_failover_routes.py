@@ -15,7 +15,8 @@ import subprocess
 import pytest
 
 from tests.integration.daemon_lab import eventually
-from tests.integration.failover_lab import FailoverLab, FailoverNode, flap, group_yaml, member_yaml
+from tests.integration.failover_lab import FailoverLab, flap, group_yaml, member_yaml
+from tests.lab.node import Node
 from tests.lab.uplinks import SERVER_V4, SERVER_V6, UplinkLab, gateway, node_address
 
 pytestmark = pytest.mark.root
@@ -30,7 +31,7 @@ def owned_rules(lab: FailoverLab, version: int) -> list[dict]:
 @pytest.fixture
 def lab(make_netns, tmp_path):
     uplinks = UplinkLab.build(make_netns)
-    lab = FailoverLab(uplinks, FailoverNode(uplinks.node, tmp_path))
+    lab = FailoverLab(uplinks, Node(uplinks.node, None, tmp_path))
     yield lab
     lab.stop()
 

@@ -23,8 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from nodenetd.config.metrics import DEFAULT_PORT
 from nodenetd.kernel.netlink import in_netns
 from tests.integration.daemon_lab import Daemon, eventually
-from tests.integration.failover_lab import FailoverLab, FailoverNode, group_yaml, member_yaml
+from tests.integration.failover_lab import FailoverLab, group_yaml, member_yaml
 from tests.lab.netns import Netns
+from tests.lab.node import Node
 from tests.lab.uplinks import SERVER_V4, UplinkLab, gateway
 
 pytestmark = pytest.mark.root
@@ -322,7 +323,7 @@ def test_a_reload_that_would_expose_metrics_unprotected_is_rejected(tuned):
 @pytest.fixture
 def lab(make_netns, tmp_path):
     uplinks = UplinkLab.build(make_netns)
-    lab = FailoverLab(uplinks, FailoverNode(uplinks.node, tmp_path))
+    lab = FailoverLab(uplinks, Node(uplinks.node, None, tmp_path))
     yield lab
     lab.stop()
 

@@ -23,17 +23,14 @@ usable at once, and the node's kernel announces nothing itself (``arp_notify`` a
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import ipaddress
 import logging
-import os
 import socket
 import struct
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, TypeVar
@@ -41,6 +38,7 @@ from typing import Any, TypeVar
 import pytest
 
 from nodenetd.failover.notify import NotifyCounters, NotifySettings, PeerNotifier, addresses_of
+from nodenetd.kernel.netlink import in_netns
 from tests.lab.netns import Netns
 
 pytestmark = pytest.mark.root
@@ -48,33 +46,11 @@ pytestmark = pytest.mark.root
 NODE_MAC, ROUTER_MAC, WRONG_MAC = "02:00:00:00:00:02", "02:00:00:00:00:01", "02:00:00:00:00:99"
 NODE_V4 = ["192.0.2.2", "198.51.100.2"]
 NODE_V6 = ["2001:db8::2", "fe80::ff:fe00:2"]  # the link-local one: EUI-64 of NODE_MAC
-CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SO_TIMESTAMPNS = 35
 SLACK = 0.05  # seconds of timing tolerance: the scheduling jitter of a loaded host
 T = TypeVar("T")
-
-
-# -- namespaces from threads ---------------------------------------------------------------
-
-
-def _enter(netns: str) -> None:
-    """ThreadPoolExecutor initializer: move this worker thread into ``netns``."""
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-    finally:
-        os.close(fd)
-
-
-def in_netns(ns: Netns, call: Callable[[], T], timeout: float = 30) -> T:
-    """``call()`` in a thread inside ``ns``; its result or its exception."""
-    with ThreadPoolExecutor(1, thread_name_prefix=ns.name, initializer=_enter,
-                            initargs=(ns.name,)) as pool:
-        return pool.submit(call).result(timeout)
 
 
 # -- the witnesses -------------------------------------------------------------------------
@@ -134,7 +110,7 @@ class Capture:
             sock.setblocking(False)
             return sock
 
-        self.sock = in_netns(router, opener)
+        self.sock = in_netns(router.name, opener)
 
     def drain(self) -> list[Seen]:
         """The announcements received so far, oldest first."""
@@ -195,7 +171,7 @@ class Lab:
             assert raised == [], raised
             return result
 
-        return in_netns(self.node, lambda: asyncio.run(main()), timeout)
+        return in_netns(self.node.name, lambda: asyncio.run(asyncio.wait_for(main(), timeout)))
 
 
 @pytest.fixture
@@ -245,7 +221,7 @@ def rounds_of(seen: list[Seen], per_round: int) -> list[list[Seen]]:
 
 
 def test_addresses_of_reads_the_usable_addresses_link_local_included(lab):
-    ipv4, ipv6 = in_netns(lab.node, lambda: addresses_of("n0"))
+    ipv4, ipv6 = in_netns(lab.node.name, lambda: addresses_of("n0"))
 
     assert [str(a) for a in ipv4] == NODE_V4
     assert sorted(map(str, ipv6)) == sorted(NODE_V6)
@@ -274,7 +250,7 @@ def test_addresses_of_leaves_out_tentative_and_duplicate_addresses(lab):
                 if a["family"] == "inet6"}
 
     wait_for(lambda: flags().get("2001:db8:1::7") == {"tentative", "dadfailed"}, "DAD failure")
-    ipv4, ipv6 = in_netns(node, lambda: addresses_of("n1"))
+    ipv4, ipv6 = in_netns(node.name, lambda: addresses_of("n1"))
 
     seen = flags()
     assert seen["2001:db8:1::8"] == {"tentative"}

@@ -11,13 +11,10 @@ a packet socket opened inside the switch namespace.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import itertools
-import os
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,7 +34,7 @@ from nodenetd.kernel.bond import (
     MiiStatus,
     PrimaryReselect,
 )
-from nodenetd.kernel.netlink import MulticastSocket, iter_attrs, split_messages
+from nodenetd.kernel.netlink import MulticastSocket, in_netns, iter_attrs, split_messages
 from tests.lab.netns import Netns
 
 pytestmark = [pytest.mark.kernel, pytest.mark.root]
@@ -90,36 +87,6 @@ def witness_member(slave_data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# -- entering a namespace for a socket --------------------------------------------------------
-
-CLONE_NEWNET = 0x40000000
-
-
-def in_netns(ns: Netns, factory: Callable[[], Any]) -> Any:
-    """``factory()`` run in a thread that entered NS: a socket made there stays there."""
-    fd = os.open(f"/run/netns/{ns.name}", os.O_RDONLY | os.O_CLOEXEC)
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            box.append(factory())
-        except BaseException as exc:
-            box.append(exc)
-
-    try:
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
-    finally:
-        os.close(fd)
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
-
-
 # rtnetlink: an RTM_NEWLINK carries IFLA_EVENT (44) when a netdev notifier caused it
 # (include/uapi/linux/if_link.h: enum IFLA_EVENT_*)
 RTNLGRP_LINK = 1
@@ -130,7 +97,7 @@ IFLA_EVENT_BONDING_OPTIONS = 6
 
 def link_events(ns: Netns) -> MulticastSocket:
     """A socket in NS subscribed to link notifications."""
-    return in_netns(ns, lambda: MulticastSocket(socket.NETLINK_ROUTE, [RTNLGRP_LINK]))
+    return in_netns(ns.name, lambda: MulticastSocket(socket.NETLINK_ROUTE, [RTNLGRP_LINK]))
 
 
 def drain_events(events: MulticastSocket) -> list[tuple[int, int | None]]:
@@ -166,7 +133,7 @@ def garp_sniffer(ns: Netns, dev: str) -> socket.socket:
         sock.bind((dev, ETH_P_ARP))
         return sock
 
-    return in_netns(ns, make)
+    return in_netns(ns.name, make)
 
 
 def gratuitous_arps(sock: socket.socket, address: str, seconds: float) -> list[float]:

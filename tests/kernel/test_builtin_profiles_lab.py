@@ -1,28 +1,22 @@
 """The built-in profiles in the kernel lab's initial namespace, where their global keys exist
-(net.core.*, default_qdisc, busy polling): each applies cleanly, converges, keeps the
-socket caps at or above the TCP maxima, and restores every original.
+(net.core.*, default_qdisc, busy polling): each applies cleanly, converges and restores
+every original; where a profile raises the TCP buffer maxima (throughput), the socket caps
+(rmem_max) follow.
 
 It writes the initial namespace's globals, so it runs only inside the kernel lab VM, whose
 kernel is a throwaway; a real host's global sysctls are never touched by a test."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
 from nodenetd.tuning import engine
 from nodenetd.tuning.session import KernelSession
+from tests.kernel.markers import INITIAL_NAMESPACE_IN_VM_ONLY
 
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.root,
-    pytest.mark.skipif(
-        os.environ.get("NODENETD_KERNEL_LAB") != "vm",
-        reason="writes initial-namespace global sysctls: runs only inside the kernel lab VM",
-    ),
-]
+pytestmark = [pytest.mark.kernel, pytest.mark.root, INITIAL_NAMESPACE_IN_VM_ONLY]
 
 GLOBALS = ("net.core.netdev_max_backlog", "net.core.somaxconn", "net.core.rmem_max",
            "net.core.wmem_max", "net.core.default_qdisc", "net.core.busy_read",

@@ -30,7 +30,6 @@ how fast anything happened: only outcomes and counts.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import io
 import json
@@ -43,17 +42,18 @@ import subprocess
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodenetd.kernel.netlink import MulticastSocket, iter_attrs, split_messages
+from nodenetd.kernel.netlink import MulticastSocket, in_netns, iter_attrs, split_messages
 from nodenetd.tuning.journal import Journal
 from tests.integration.daemon_lab import Daemon, eventually
 from tests.lab.netns import Netns
+from tests.lab.node import Node
 
 pytestmark = [pytest.mark.kernel, pytest.mark.root]
 
@@ -98,34 +98,6 @@ def group_yaml(*, failback: str = "preempt", preempt_delay: float = 1.5,
 
 # -- sockets inside a namespace ----------------------------------------------------------------
 
-CLONE_NEWNET = 0x40000000
-
-
-def in_netns(ns: Netns, factory: Callable[[], Any]) -> Any:
-    """``factory()`` run in a thread that entered NS: a socket made there stays there."""
-    fd = os.open(f"/run/netns/{ns.name}", os.O_RDONLY | os.O_CLOEXEC)
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            box.append(factory())
-        except BaseException as exc:  # handed to the caller
-            box.append(exc)
-
-    try:
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
-    finally:
-        os.close(fd)
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
-
-
 # rtnetlink (include/uapi/linux/if_link.h, rtnetlink.h)
 RTNLGRP_LINK = 1
 RTM_NEWLINK = 16
@@ -147,7 +119,8 @@ class KernelEvents:
     demand): every change of bond0's active member and every peer notification it sent."""
 
     def __init__(self, ns: Netns) -> None:
-        self._sock = in_netns(ns, lambda: MulticastSocket(socket.NETLINK_ROUTE, [RTNLGRP_LINK]))
+        self._sock = in_netns(ns.name,
+                              lambda: MulticastSocket(socket.NETLINK_ROUTE, [RTNLGRP_LINK]))
         self.seen: list[LinkEvent] = []
         self._mark = 0
 
@@ -223,7 +196,8 @@ class PortSniffer:
             sock.bind((port, ETH_P_ALL))
             return sock
 
-        self.socks = {port: in_netns(switch, lambda p=port: make(p)) for port in PORTS.values()}
+        self.socks = {port: in_netns(switch.name, lambda p=port: make(p))
+                      for port in PORTS.values()}
         self.seen = {port: Announcements() for port in self.socks}
 
     def close(self) -> None:
@@ -265,22 +239,6 @@ class PortSniffer:
 
 
 @dataclass
-class Node:
-    """What tests.integration.daemon_lab.Daemon needs: the namespace, a root dir, a config."""
-
-    ns: Netns
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "nodenetd.yaml"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.root / "state"
-
-
-@dataclass
 class BondLab:
     node: Node
     switch: Netns
@@ -297,14 +255,10 @@ class BondLab:
     def start(self, failover: str) -> Daemon:
         """Write the config, start nodenetd, wait until it is READY and bond0 has its
         addresses."""
-        root = self.node.root
-        (root / "profiles").mkdir(exist_ok=True)
-        (root / "profiles" / "none.yaml").write_text("description: no tuning of its own\n")
-        self.node.config.write_text(
-            f"profiles: [none]\nprofile_dirs: [{root / 'profiles'}]\n"
-            f"state_dir: {self.node.state_dir}\n"
-            f"daemon: {{control_socket: {root / 'ctl.sock'}, sysctl_interval: 3600, "
-            f"resync_interval: 3600}}\n" + failover)
+        self.node.write_profile("none", "description: no tuning of its own\n")
+        self.node.write_config(["none"], (
+            f"daemon: {{control_socket: {self.node.root / 'ctl.sock'}, sysctl_interval: 3600, "
+            f"resync_interval: 3600}}\n" + failover))
         self.daemon = Daemon.start(self.node, fork=True)  # no interpreter start under TCG
         self.daemon.wait_for("READY=1", timeout=300)
         self.address_bond()
@@ -479,7 +433,7 @@ def lab(make_netns, tmp_path, request) -> Iterator[BondLab]:
     node, switch = make_netns("fo-node"), make_netns("fo-switch")
     build_topology(node, switch)
     events, sniffer = KernelEvents(node), PortSniffer(switch)
-    lab = BondLab(Node(node, tmp_path), switch, events, sniffer)
+    lab = BondLab(Node(node, switch, tmp_path), switch, events, sniffer)
     try:
         yield lab
     finally:

@@ -7,21 +7,14 @@ kernel is a throwaway; a real host's global sysctls are never touched by a test.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
 
+from tests.kernel.markers import INITIAL_NAMESPACE_IN_VM_ONLY
 from tests.lab.netns import nodenetctl_main
 
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.root,
-    pytest.mark.skipif(
-        os.environ.get("NODENETD_KERNEL_LAB") != "vm",
-        reason="writes initial-namespace global sysctls: runs only inside the kernel lab VM",
-    ),
-]
+pytestmark = [pytest.mark.kernel, pytest.mark.root, INITIAL_NAMESPACE_IN_VM_ONLY]
 
 KEYS = ("net.core.netdev_max_backlog", "net.core.default_qdisc",
         "net.ipv4.tcp_congestion_control")

@@ -17,7 +17,7 @@ class Node:
     """A lab node: the namespace, its config file and state dir."""
 
     ns: Netns
-    switch: Netns
+    switch: Netns | None  # where ``nics`` cable the NICs to (failover labs have routers)
     root: Path
     in_process: bool = False  # nodenetctl by fork (Netns.call): the kernel lab's emulated CPU
 
@@ -69,6 +69,7 @@ class Node:
         return json.loads(proc.stdout)
 
     def nics(self, count: int, prefix: str = "lab", queues: int = 4) -> list[str]:
+        assert self.switch is not None, "this node has no switch namespace to cable NICs to"
         names = [f"{prefix}{i}" for i in range(count)]
         for i, name in enumerate(names):
             self.ns.veth(name, f"{prefix}p{i}", peer_ns=self.switch, queues=queues)
