@@ -47,10 +47,10 @@ from nodenetd.health.policy import (
     GroupPolicy,
     MemberSpec,
 )
-from nodenetd.health.signals import LinkSignal, OperState, ProbeResult
+from nodenetd.health.signals import LinkSignal, OperState, ProbeResult, target_key
 from nodenetd.kernel.links import Link
 
-__all__ = ["GroupCounters", "GroupRuntime", "target_key"]
+__all__ = ["GroupCounters", "GroupRuntime"]
 
 log = logging.getLogger("nodenetd.failover")
 
@@ -59,11 +59,6 @@ DETECTIONS_KEPT = 256  # recent failover detection times kept for status and met
 # carrier loss lands in the first buckets, probe-detected failures at (fall + 1) x interval.
 DETECTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                      10.0, 30.0)
-
-
-def target_key(kind: str, target: str) -> str:
-    """A probe target's key in member health: ICMP and ARP to one address stay apart."""
-    return f"{kind}:{target}"
 
 
 def _reason_label(cause: Cause | GroupCause) -> str:
@@ -179,16 +174,14 @@ class GroupRuntime:
                 self._failing_since.setdefault(name, now)
         self._settle(transitions, now)
 
-    def on_probe(self, result: probes.ProbeResult) -> None:
+    def on_probe(self, result: ProbeResult) -> None:
         """One probe outcome (on the loop, from the member's prober)."""
         health = self.health.get(result.member)
         if health is None:
             return
         if result.ok:
             self._last_ok[result.member] = result.at
-        transitions = health.observe(ProbeResult(
-            result.member, target_key(result.kind, result.target), result.ok,
-            result.rtt if result.ok else None, result.at))
+        transitions = health.observe(result)
         if transitions:
             self._settle(transitions, result.at)
 

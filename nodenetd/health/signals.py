@@ -52,20 +52,40 @@ class LinkSignal:
         return self.carrier and self.operstate in _PASSES_TRAFFIC
 
 
+def target_key(kind: str, address: str) -> str:
+    """A probe target's key: its kind and address, so ICMP and ARP to one address stay
+    apart ("icmp:192.0.2.1", "ns:2001:db8::1")."""
+    return f"{kind}:{address}"
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """One probe's outcome for one target of one member.
+    """One probe's outcome for one target of one member, as the prober reports it and member
+    health counts it. Times are ``time.monotonic()`` seconds.
 
     A probe that got no reply within its timeout is reported as ``ok=False`` at the moment
     the timeout expired. Probes are the ones that know their timeouts; the health logic
-    only counts outcomes, in the order they are fed in.
+    only counts outcomes, in the order they are fed in. ``at`` is when the outcome happened
+    (the reply's kernel receive time, the deadline that passed, the failed send), not when
+    the event loop noticed; ``error`` says why a probe failed (``"timeout"``,
+    ``"send: ENETDOWN"``...).
     """
 
     member: str
-    target: str  # opaque key as configured, e.g. "icmp:192.0.2.1" or "ns:2001:db8::1"
+    target: str  # target_key(kind, address), e.g. "icmp:192.0.2.1" or "ns:2001:db8::1"
     ok: bool
     rtt: float | None  # seconds; None when there was no reply (or the probe cannot time it)
     at: float
+    sent_at: float | None = None
+    error: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.target.partition(":")[0]
+
+    @property
+    def address(self) -> str:
+        return self.target.partition(":")[2]
 
     def __post_init__(self) -> None:
         if self.rtt is not None:

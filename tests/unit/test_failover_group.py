@@ -92,7 +92,7 @@ class Rig:
 
     def probe(self, ok: bool, member: str = "a0") -> None:
         self.now += 0.01
-        self.runtime.on_probe(ProbeResult(member, ProbeKind.ICMP, "203.0.113.1", ok,
+        self.runtime.on_probe(ProbeResult(member, "icmp:203.0.113.1", ok,
                                           0.0002 if ok else None, self.now, self.now - 0.005))
 
     def set_link(self, name: str, **kw) -> None:

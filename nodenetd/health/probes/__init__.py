@@ -5,7 +5,7 @@ solicitation, on the daemon's asyncio event loop.
 
     prober = Prober("eth1", [ProbeSpec("icmp", "192.0.2.1", interval=0.01),
                              ProbeSpec("arp", "192.0.2.1", interval=0.01)], on_result)
-    prober.start(loop)          # results arrive as ProbeResult(member, kind, target, ok, rtt, ...)
+    prober.start(loop)          # results: ProbeResult(member, "icmp:192.0.2.1", ok, rtt, ...)
     prober.counters()           # {(kind, target): ProbeCounters(sent, ok, timeouts, ...)}
     prober.close()
 
@@ -19,10 +19,10 @@ from nodenetd.health.probes.prober import (
     ProbeCounters,
     ProbeKind,
     Prober,
-    ProbeResult,
     ProbeSpec,
     ProbeSpecError,
 )
+from nodenetd.health.signals import ProbeResult
 
 __all__ = [
     "MIN_INTERVAL",

@@ -44,13 +44,13 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
 
     def on_result(result: ProbeResult) -> None:
         if result.ok:
-            rtts[(result.member, result.kind, result.target)].append(result.rtt or 0.0)
+            rtts[(result.member, result.kind, result.address)].append(result.rtt or 0.0)
         if keep_events:
             events.append(
                 [
                     result.member,
                     result.kind,
-                    result.target,
+                    result.address,
                     result.ok,
                     result.rtt,
                     result.at,

@@ -84,6 +84,7 @@ from enum import StrEnum
 
 from nodenetd.errors import NodenetdError
 from nodenetd.health.probes import packets, sockets
+from nodenetd.health.signals import ProbeResult, target_key
 
 __all__ = [
     "MIN_INTERVAL",
@@ -202,26 +203,6 @@ def _address(label: str, what: str, text: str, version: int):
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """The outcome of one probe. Times are ``time.monotonic()`` seconds.
-
-    ``ok`` with ``rtt`` in seconds; or failed with ``error``: ``"timeout"``, or
-    ``"send: ENETDOWN"`` and the like when the probe could not even be sent. ``at`` is when
-    the outcome happened: the reply's kernel receive time, the deadline that passed, or the
-    failed send; it does not depend on when the event loop noticed.
-    """
-
-    member: str
-    kind: ProbeKind
-    target: str
-    ok: bool
-    rtt: float | None
-    at: float
-    sent_at: float
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class ProbeCounters:
     """Counters of one (kind, target) of a member since start; an immutable snapshot."""
 
@@ -261,6 +242,7 @@ class _Probe:
         "frame",
         "frame_for",
         "interval",
+        "key",
         "kind",
         "last_rtt",
         "late",
@@ -288,6 +270,7 @@ class _Probe:
         self.spec = spec
         self.kind = spec.kind
         self.target = spec.target
+        self.key = target_key(spec.kind, spec.target)
         self.interval = float(spec.interval)
         self.timeout = float(spec.timeout or spec.interval)
         self.channel = channel
@@ -774,18 +757,8 @@ class Prober:
             probe.timeouts += 1
             probe.peer_mac = None  # the next ARP/NS goes broadcast again
             probe.channel.expired(pending)
-            self._emit(
-                ProbeResult(
-                    self.member,
-                    probe.kind,
-                    probe.target,
-                    False,
-                    None,
-                    pending.deadline,
-                    pending.sent_at,
-                    "timeout",
-                )
-            )
+            self._emit(ProbeResult(self.member, probe.key, False, None, pending.deadline,
+                                   pending.sent_at, "timeout"))
 
     def _send(self, probe: _Probe, slot: float) -> None:
         sent_at = time.monotonic()
@@ -796,18 +769,8 @@ class Prober:
         except OSError as err:
             probe.send_errors += 1
             name = errno.errorcode.get(err.errno or 0, str(err.errno))
-            self._emit(
-                ProbeResult(
-                    self.member,
-                    probe.kind,
-                    probe.target,
-                    False,
-                    None,
-                    sent_at,
-                    sent_at,
-                    f"send: {name}",
-                )
-            )
+            self._emit(ProbeResult(self.member, probe.key, False, None, sent_at, sent_at,
+                                   f"send: {name}"))
             return
         probe.sent += 1
         probe.outstanding.append(pending)
@@ -828,9 +791,7 @@ class Prober:
         probe.rtt_counts[bisect_left(RTT_BUCKETS, rtt)] += 1
         probe.rtt_sum += rtt
         probe.oldest()  # drop it (and any answered before it) from the front
-        self._emit(
-            ProbeResult(self.member, probe.kind, probe.target, True, rtt, at, pending.sent_at)
-        )
+        self._emit(ProbeResult(self.member, probe.key, True, rtt, at, pending.sent_at))
         return True
 
     def _emit(self, result: ProbeResult) -> None:
