@@ -284,7 +284,10 @@ def evaluate(raw: dict, rate: float, preferred: str, threshold_ms: float = 1.0) 
     cut, mend = events["cut"], events["restore"]
     end = end_ns or mend
     if times and not min(times) < cut < mend < max(times):
-        note = note or "the cut was not inside the stream (the sender was too slow?)"
+        first_ns, last_ns = min(times), max(times)
+        note = note or (f"the cut was not inside the stream: datagrams from 0 to "
+                        f"{(last_ns - first_ns) / MS:.0f} ms, cut at {(cut - first_ns) / MS:.0f} "
+                        f"ms, mended at {(mend - first_ns) / MS:.0f} ms (the sender too slow?)")
     if events.get("cut_done", cut) - cut > 50 * MS:
         note = note or f"the cut took {(events['cut_done'] - cut) / MS:.0f} ms to make"
     moves = [(at, names[a], names[b]) for at, a, b in switches(times, paths)]

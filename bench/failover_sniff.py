@@ -38,6 +38,7 @@ SO_RCVBUFFORCE = 33
 SO_TIMESTAMPNS = 35
 PACKET_OUTGOING = 4
 SNAP = 64  # IP header + UDP header + iperf3's sec, usec, seq fit
+BATCH = 256  # datagrams read per pass; commands are answered between passes
 
 
 def udp_port_filter(port: int) -> list[tuple[int, int, int, int]]:
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> int:
     while True:
         for key, _ in selector.select():
             if key.data == "sock":
-                while True:
+                for _ in range(BATCH):  # bounded: a flood must not starve the commands
                     try:
                         data, anc, _flags, addr = sock.recvmsg(SNAP, cmsg_space)
                     except BlockingIOError:
